@@ -1,0 +1,38 @@
+/*
+ * PSN generation. A PSN an off-path attacker can guess lets it inject into an
+ * RC connection (ReDMArk, USENIX Security 2021), so PSNs come only from the
+ * kernel CSPRNG and use all 24 bits. If the generator fails we report it and
+ * the connection is refused; we never fall back to time or pid.
+ */
+#include <errno.h>
+#include <sys/random.h>
+
+#include "srdma.h"
+#include "srdma_internal.h"
+
+int srdma_psn_from_source(uint32_t *psn, srdma_random_fn source)
+{
+	unsigned char b[3];
+	size_t have = 0;
+
+	while (have < sizeof(b)) {
+		ssize_t n = source(b + have, sizeof(b) - have, 0);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return errno ? -errno : -EIO;
+		}
+		if (n == 0 || (size_t)n > sizeof(b) - have)
+			return -EIO;
+		have += (size_t)n;
+	}
+	/* Three bytes are exactly 24 bits: uniform, no modulo bias. */
+	*psn = (uint32_t)b[0] << 16 | (uint32_t)b[1] << 8 | b[2];
+	return 0;
+}
+
+int srdma_psn_generate(uint32_t *psn)
+{
+	return srdma_psn_from_source(psn, getrandom);
+}
