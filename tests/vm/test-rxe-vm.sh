@@ -32,18 +32,25 @@ device)
 streams)
 	# stdout and stderr stay apart, the working directory is the caller's,
 	# the environment comes along, and the share is writable.
-	cd "$tmp" || exit 1
+	# The host's /tmp is visible (read) but guest writes there stay in
+	# the guest.
+	mkdir -p "$tmp/work"
+	cd "$tmp/work" || exit 1
+	echo host-side >"$tmp/outside"
 	SRDMA_PROBE='a b$c' "$vm" -- sh -c \
-		'echo "out:$PWD"; echo "err:$SRDMA_PROBE" >&2; echo left >file; printf "%s|" "$@"' \
+		'echo "out:$PWD"; echo "err:$SRDMA_PROBE" >&2; echo left >file; printf "%s|" "$@";
+		 echo; echo "read:$(cat ../outside)"; echo guest >../outside.guest' \
 		sh 'x y' '' "z'q" >"$tmp/o" 2>"$tmp/e"
 	rc=$?
 	echo "--- stdout"; cat "$tmp/o"; echo; echo "--- stderr"; cat "$tmp/e"
 	[ "$rc" = 0 ] || fail "exit $rc"
-	grep -qx "out:$tmp" "$tmp/o" || fail "stdout lacks the working directory line"
+	grep -qx "out:$tmp/work" "$tmp/o" || fail "stdout lacks the working directory line"
+	grep -qx "read:host-side" "$tmp/o" || fail "the host's /tmp is not visible in the guest"
+	[ -e "$tmp/outside.guest" ] && fail "a guest write to /tmp outside the share reached the host"
 	grep -q 'err:' "$tmp/o" && fail "stderr leaked into stdout"
 	grep -qx 'err:a b$c' "$tmp/e" || fail "stderr lacks the environment line"
 	grep -q "x y||z'q|" "$tmp/o" || fail "arguments were not passed through intact"
-	[ "$(cat "$tmp/file" 2>/dev/null)" = left ] || fail "file written in the share did not come back"
+	[ "$(cat "$tmp/work/file" 2>/dev/null)" = left ] || fail "file written in the share did not come back"
 	;;
 timeout)
 	start=$(date +%s)
