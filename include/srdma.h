@@ -3,16 +3,33 @@
  *
  * Two peers meet over TLS, exchange cryptographically random 24-bit packet
  * sequence numbers (PSNs) and every queue-pair parameter over that channel,
- * then bring their RC queue pairs up with raw IB verbs. This header is the
- * whole public API.
+ * then each brings its RC queue pair up with raw IB verbs
+ * (RESET -> INIT -> RTR -> RTS) and checks the result with ibv_query_qp.
+ * This header is the whole public API.
  *
  * Conventions: functions that can fail return 0 on success and a negative
- * errno value on failure; nothing is half-done on failure.
+ * errno value on failure, fill a struct srdma_err (which step failed and
+ * why) when given one, and leave nothing half-made behind.
+ *
+ * A minimal server:
+ *
+ *	struct srdma_server_opts so = { .cert_file = "server.pem",
+ *					.key_file = "server.key" };
+ *	struct srdma_listener *l;
+ *	struct srdma_conn *c;
+ *	struct srdma_err err;
+ *	if (srdma_listen(&so, &l, &err) == 0 && srdma_accept(l, &c, &err) == 0)
+ *		... srdma_conn_qp(c) is in RTS, connected to the client ...
+ *
+ * and a client: srdma_connect(&co, "server.example", &c, &err) with
+ * co.ca_file set.
  */
 #ifndef SRDMA_H
 #define SRDMA_H
 
+#include <stddef.h>
 #include <stdint.h>
+#include <infiniband/verbs.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -28,7 +45,95 @@ extern "C" {
 #define SRDMA_PSN_BITS 24
 #define SRDMA_PSN_MASK 0xffffffu
 
-/* The library's version, "MAJOR.MINOR.PATCH". */
+#define SRDMA_DEFAULT_PORT 4433
+#define SRDMA_DEFAULT_MAX_CLIENTS 10
+#define SRDMA_DEFAULT_BUF_SIZE 4096
+#define SRDMA_DEFAULT_HANDSHAKE_MS 10000
+/* Largest --buf-size: one message slot and the RDMA write window. */
+#define SRDMA_MAX_BUF_SIZE (1u << 30)
+/* Receive (and send) slots per connection. */
+#define SRDMA_SLOTS 16
+
+/* What failed: step names the operation ("tls handshake", "modify QP to
+ * RTR", ...), msg says why (errno text, OpenSSL reason, WC status, or the
+ * peer's ERROR message). code is a negative errno. */
+struct srdma_err {
+	int code;
+	char step[48];
+	char msg[256];
+	/* When the peer sent an ERROR message: its code (enum in PROTOCOL.md,
+	 * e.g. 1 = server full), else 0. */
+	uint16_t peer_code;
+};
+
+/* The RDMA side of either end. Zeroed means all defaults. */
+struct srdma_rdma_opts {
+	const char *dev_name;	/* NULL: the first device */
+	int ib_port;		/* 0: port 1 */
+	int gid_index;		/* -1 or unset (see srdma_*_opts_init): automatic,
+				 * a RoCE v2 GID holding an IPv4 address, else a
+				 * RoCE v2 GID, else index 0 */
+	size_t buf_size;	/* 0: SRDMA_DEFAULT_BUF_SIZE; bytes per message
+				 * slot and of the server's write window */
+};
+
+struct srdma_server_opts {
+	const char *bind_addr;	/* NULL: every address (IPv6 and IPv4) */
+	uint16_t port;		/* 0: 4433 */
+	const char *cert_file;	/* PEM certificate chain, required */
+	const char *key_file;	/* PEM private key, required */
+	const char *client_ca;	/* set: require client certificates issued by
+				 * this CA (PEM file) */
+	unsigned int max_clients; /* 0: 10 */
+	int handshake_ms;	/* 0: 10000; the whole setup's deadline */
+	struct srdma_rdma_opts rdma;
+};
+
+struct srdma_client_opts {
+	uint16_t port;		/* 0: 4433 */
+	const char *ca_file;	/* CA certificate(s), PEM file or a hashed
+				 * directory; required: the server is always
+				 * verified */
+	const char *cert_file;	/* optional client certificate (mutual TLS) */
+	const char *key_file;
+	const char *server_name; /* name (or IP) the certificate must carry;
+				 * NULL: the host dialled */
+	int handshake_ms;	/* 0: 10000 */
+	struct srdma_rdma_opts rdma;
+};
+
+/* Fill with defaults (gid_index -1, everything else 0 = default). */
+SRDMA_API void srdma_server_opts_init(struct srdma_server_opts *o);
+SRDMA_API void srdma_client_opts_init(struct srdma_client_opts *o);
+
+struct srdma_listener;
+struct srdma_conn;
+
+/* A connection's negotiated state, fixed once it is up. */
+struct srdma_conn_info {
+	uint32_t local_qpn, remote_qpn;
+	uint32_t local_psn, remote_psn;	/* secret: log only when asked */
+	enum ibv_mtu path_mtu;
+	int gid_index;
+	char dev_name[64];
+	char peer_addr[64];		/* "ip:port" */
+	char tls_version[16];		/* "TLSv1.3" */
+	char tls_cipher[64];
+	char peer_cert_subject[128];	/* "" when the peer sent none */
+	/* The peer's RDMA write window (len 0: none). Secret. */
+	uint64_t remote_addr;
+	uint32_t remote_rkey;
+	uint32_t remote_len;
+};
+
+/* A registered buffer. */
+struct srdma_buf {
+	void *addr;
+	size_t len;
+	uint32_t lkey;
+	uint32_t rkey;
+};
+
 SRDMA_API const char *srdma_version(void);
 
 /*
@@ -38,6 +143,87 @@ SRDMA_API const char *srdma_version(void);
  * get a PSN must refuse the connection.
  */
 SRDMA_API int srdma_psn_generate(uint32_t *psn);
+
+/* --- server side --- */
+
+/* Load the certificate and key, open the RDMA device, and listen. */
+SRDMA_API int srdma_listen(const struct srdma_server_opts *o,
+			   struct srdma_listener **out, struct srdma_err *err);
+/* The listening socket, for poll/epoll (readable: a client is waiting). */
+SRDMA_API int srdma_listener_fd(const struct srdma_listener *l);
+/* The port actually bound (useful with port 0... which means 4433). */
+SRDMA_API uint16_t srdma_listener_port(const struct srdma_listener *l);
+SRDMA_API void srdma_listener_free(struct srdma_listener *l);
+
+/* accept(2) one TCP connection (non-blocking listener: -EAGAIN when none). */
+SRDMA_API int srdma_accept_fd(struct srdma_listener *l, int *fd,
+			      struct srdma_err *err);
+/* The whole setup on an accepted socket, within the handshake deadline:
+ * TLS, HELLO, PARAMS, QP to RTS and verified, READY. Takes ownership of fd
+ * (closed on failure). Safe to call from several threads at once. */
+SRDMA_API int srdma_server_handshake(struct srdma_listener *l, int fd,
+				     struct srdma_conn **out,
+				     struct srdma_err *err);
+/* Complete TLS on fd, send ERROR(code, text), close fd. */
+SRDMA_API void srdma_server_reject(struct srdma_listener *l, int fd,
+				   uint16_t code, const char *text);
+/* srdma_accept_fd() + srdma_server_handshake(), blocking. */
+SRDMA_API int srdma_accept(struct srdma_listener *l, struct srdma_conn **out,
+			   struct srdma_err *err);
+
+/* --- client side --- */
+
+/* Dial host (name or address), verify the server, and set up the QP. */
+SRDMA_API int srdma_connect(const struct srdma_client_opts *o,
+			    const char *host, struct srdma_conn **out,
+			    struct srdma_err *err);
+
+/* --- a connection --- */
+
+SRDMA_API const struct srdma_conn_info *srdma_conn_info(const struct srdma_conn *c);
+SRDMA_API struct ibv_qp *srdma_conn_qp(const struct srdma_conn *c);
+/* Both CQs report to this channel; see srdma_conn_next_wc(). */
+SRDMA_API struct ibv_comp_channel *srdma_conn_channel(const struct srdma_conn *c);
+/* Send slots (SRDMA_SLOTS x buf_size, local access only). */
+SRDMA_API const struct srdma_buf *srdma_conn_send_buf(const struct srdma_conn *c);
+/* Receive slots (SRDMA_SLOTS x buf_size); slot i is posted with wr_id i.
+ * All are posted before the QP leaves INIT. */
+SRDMA_API const struct srdma_buf *srdma_conn_recv_buf(const struct srdma_conn *c);
+/* The write window this side exposes to its peer (server side only; len 0
+ * on the client). The only memory with remote access. */
+SRDMA_API const struct srdma_buf *srdma_conn_window(const struct srdma_conn *c);
+SRDMA_API size_t srdma_conn_buf_size(const struct srdma_conn *c);
+
+/* Post receive slot i again. */
+SRDMA_API int srdma_conn_post_recv(struct srdma_conn *c, unsigned int slot);
+
+/*
+ * Next work completion from either CQ. timeout_ms: 0 polls only, -1 waits
+ * forever. Returns 1 with *wc filled, 0 on timeout, negative errno on error.
+ * Waits on the completion channel: no busy polling.
+ */
+SRDMA_API int srdma_conn_next_wc(struct srdma_conn *c, int timeout_ms,
+				 struct ibv_wc *wc);
+
+/* The TLS control socket, for poll/epoll: readable means the peer sent a
+ * control message (BYE, ERROR) or went away. */
+SRDMA_API int srdma_conn_ctrl_fd(const struct srdma_conn *c);
+/*
+ * Read what the peer said on the control channel, without blocking.
+ * Returns 0 when nothing complete has arrived, 1 when the peer has ended the
+ * connection (err says how: step "peer closed" with msg "bye", the peer's
+ * ERROR text, or "connection lost"), negative errno on a protocol error
+ * (err filled; the caller should close).
+ */
+SRDMA_API int srdma_conn_poll_ctrl(struct srdma_conn *c, struct srdma_err *err);
+
+/* Say BYE (code 0) or ERROR(code, text) to the peer, then free everything:
+ * QP, CQs, channel, MRs, PD, TLS, socket. c may be NULL. */
+SRDMA_API void srdma_conn_close(struct srdma_conn *c, uint16_t code,
+				const char *text);
+
+/* Human-readable name of an ERROR code ("server full", ...). */
+SRDMA_API const char *srdma_error_name(uint16_t code);
 
 #ifdef __cplusplus
 }

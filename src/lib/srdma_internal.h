@@ -2,9 +2,27 @@
 #ifndef SRDMA_INTERNAL_H
 #define SRDMA_INTERNAL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <openssl/ssl.h>
+#include <infiniband/verbs.h>
+
+#include "srdma.h"
+#include "wire.h"
+
+/* --- errors and time (util.c) --- */
+
+__attribute__((format(printf, 4, 5)))
+void srdma_set_err(struct srdma_err *e, int code, const char *step,
+		   const char *fmt, ...);
+/* Monotonic milliseconds. */
+int64_t srdma_now_ms(void);
+/* Milliseconds left until deadline (>= 0); deadline < 0 means none: -1. */
+int srdma_ms_left(int64_t deadline);
+
+/* --- PSN (psn.c) --- */
 
 /*
  * A source of random bytes with getrandom(2)'s contract: returns the number
@@ -14,5 +32,94 @@ typedef ssize_t (*srdma_random_fn)(void *buf, size_t len, unsigned int flags);
 
 /* srdma_psn_generate() with the random source made explicit (tests use it). */
 int srdma_psn_from_source(uint32_t *psn, srdma_random_fn source);
+
+/* --- TLS (tls.c) --- */
+
+/* TLS 1.2 AEAD suites with forward secrecy; TLS 1.3 suites are all AEAD. */
+#define SRDMA_TLS12_CIPHERS                                                     \
+	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"           \
+	"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"           \
+	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+
+int srdma_tls_server_ctx(SSL_CTX **out, const char *cert, const char *key,
+			 const char *client_ca, struct srdma_err *err);
+int srdma_tls_client_ctx(SSL_CTX **out, const char *ca, const char *cert,
+			 const char *key, struct srdma_err *err);
+/* A client SSL on fd that verifies the peer against name (DNS name or IP). */
+int srdma_tls_client_ssl(SSL_CTX *ctx, int fd, const char *name, SSL **out,
+			 struct srdma_err *err);
+/* Handshake on a non-blocking socket within the deadline. */
+int srdma_tls_handshake(SSL *ssl, bool server, int64_t deadline,
+			struct srdma_err *err);
+/* Exactly n bytes, or an error: -ETIMEDOUT, -ECONNRESET (peer closed). */
+int srdma_tls_read(SSL *ssl, void *buf, size_t n, int64_t deadline,
+		   struct srdma_err *err);
+int srdma_tls_write(SSL *ssl, const void *buf, size_t n, int64_t deadline,
+		    struct srdma_err *err);
+/* The OpenSSL error queue's reason (and the verify result), then cleared. */
+void srdma_tls_reason(SSL *ssl, char *buf, size_t len);
+
+/* --- verbs (verbs.c) --- */
+
+struct srdma_dev {
+	struct ibv_context *ctx;
+	uint8_t port;
+	struct ibv_port_attr port_attr;
+	int gid_index;
+	union ibv_gid gid;
+	bool roce;	/* Ethernet link layer: GRH with the GID; else LID */
+	char name[64];
+};
+
+int srdma_dev_open(struct srdma_dev *d, const struct srdma_rdma_opts *o,
+		   struct srdma_err *err);
+void srdma_dev_close(struct srdma_dev *d);
+
+struct srdma_conn {
+	int fd;
+	SSL *ssl;
+	bool server;
+	struct srdma_dev *dev;
+	bool own_dev;		/* the client opens its own device */
+	size_t buf_size;
+
+	struct ibv_pd *pd;
+	struct ibv_comp_channel *channel;
+	struct ibv_cq *send_cq, *recv_cq;
+	struct ibv_qp *qp;
+	struct srdma_buf send_buf, recv_buf, window;
+	struct ibv_mr *send_mr, *recv_mr, *window_mr;
+
+	struct srdma_params local, remote;
+	struct srdma_conn_info info;
+
+	/* Partial control message read by srdma_conn_poll_ctrl(). */
+	uint8_t ctrl_buf[SRDMA_WIRE_MAX_MSG];
+	size_t ctrl_have;
+};
+
+/* PD, channel, CQs, QP (RESET -> INIT), buffers; receives posted. */
+int srdma_verbs_create(struct srdma_conn *c, bool with_window,
+		       struct srdma_err *err);
+/* Fill c->local from the QP, the port and a fresh PSN. */
+int srdma_verbs_local_params(struct srdma_conn *c, struct srdma_err *err);
+/* INIT -> RTR (rq_psn = peer's PSN) -> RTS (sq_psn = ours), then check. */
+int srdma_verbs_connect(struct srdma_conn *c, struct srdma_err *err);
+void srdma_verbs_destroy(struct srdma_conn *c);
+
+/* --- handshake and control channel (conn.c) --- */
+
+int srdma_ctrl_send(struct srdma_conn *c, const struct srdma_msg *m,
+		    int64_t deadline, struct srdma_err *err);
+int srdma_ctrl_send_error(struct srdma_conn *c, uint16_t code,
+			  const char *text, int64_t deadline);
+/* Receive one message; an invalid one is answered with ERROR(bad message). */
+int srdma_ctrl_recv(struct srdma_conn *c, struct srdma_msg *m,
+		    int64_t deadline, struct srdma_err *err);
+/* The parameter exchange after TLS, either side. */
+int srdma_conn_setup(struct srdma_conn *c, int64_t deadline,
+		     struct srdma_err *err);
+void srdma_conn_fill_tls_info(struct srdma_conn *c);
+void srdma_conn_free(struct srdma_conn *c);
 
 #endif

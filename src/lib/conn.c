@@ -1,0 +1,404 @@
+/*
+ * The handshake after TLS, and the control channel afterwards.
+ *
+ *   client                         server
+ *   HELLO(version, caps)     ->
+ *                            <-    HELLO(version, caps)
+ *   PARAMS(qpn, psn, ...)    ->    QP: INIT -> RTR(client psn) -> RTS(own psn)
+ *                            <-    PARAMS(qpn, psn, window ...)
+ *   QP: RTR -> RTS, verified
+ *   READY                    ->
+ *                            <-    READY
+ *
+ * Every message is decoded with bounds checks (wire.c); anything invalid or
+ * out of order is answered with ERROR and the connection is closed.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <openssl/err.h>
+
+#include "srdma_internal.h"
+
+int srdma_ctrl_send(struct srdma_conn *c, const struct srdma_msg *m,
+		    int64_t deadline, struct srdma_err *err)
+{
+	uint8_t buf[SRDMA_WIRE_MAX_MSG];
+	size_t len;
+	int rc = srdma_wire_encode(m, buf, sizeof(buf), &len);
+
+	if (rc) {
+		srdma_set_err(err, rc, "send control message", "cannot encode %s: %s",
+			      srdma_msg_type_name(m->type), strerror(-rc));
+		return rc;
+	}
+	return srdma_tls_write(c->ssl, buf, len, deadline, err);
+}
+
+int srdma_ctrl_send_error(struct srdma_conn *c, uint16_t code,
+			  const char *text, int64_t deadline)
+{
+	struct srdma_msg m = { .type = SRDMA_MSG_ERROR };
+
+	m.u.error.code = code;
+	snprintf(m.u.error.text, sizeof(m.u.error.text), "%s",
+		 text ? text : srdma_err_code_name(code));
+	/* Keep only printable ASCII: the text may quote something local. */
+	for (char *p = m.u.error.text; *p; p++)
+		if (*p < 0x20 || *p > 0x7e)
+			*p = '?';
+	return srdma_ctrl_send(c, &m, deadline, NULL);
+}
+
+static int bad_message(struct srdma_conn *c, int rc, const char *what,
+		       int64_t deadline, struct srdma_err *err)
+{
+	srdma_set_err(err, rc, "read control message", "%s: %s", what, strerror(-rc));
+	srdma_ctrl_send_error(c, SRDMA_ERR_BAD_MESSAGE, NULL, deadline);
+	return rc;
+}
+
+int srdma_ctrl_recv(struct srdma_conn *c, struct srdma_msg *m,
+		    int64_t deadline, struct srdma_err *err)
+{
+	uint8_t hdr[SRDMA_WIRE_HDR_LEN], body[SRDMA_WIRE_MAX_BODY];
+	uint16_t type;
+	uint32_t len;
+	int rc = srdma_tls_read(c->ssl, hdr, sizeof(hdr), deadline, err);
+
+	if (rc)
+		return rc;
+	rc = srdma_wire_decode_header(hdr, &type, &len);
+	if (rc)
+		return bad_message(c, rc, "invalid header", deadline, err);
+	rc = srdma_tls_read(c->ssl, body, len, deadline, err);
+	if (rc)
+		return rc;
+	rc = srdma_wire_decode_body(type, body, len, m);
+	if (rc)
+		return bad_message(c, rc, srdma_msg_type_name(type), deadline, err);
+	return 0;
+}
+
+/* Receive a message of the expected type; a peer ERROR becomes err. */
+static int expect(struct srdma_conn *c, uint16_t type, struct srdma_msg *m,
+		  int64_t deadline, struct srdma_err *err)
+{
+	int rc = srdma_ctrl_recv(c, m, deadline, err);
+
+	if (rc)
+		return rc;
+	if (m->type == type)
+		return 0;
+	if (m->type == SRDMA_MSG_ERROR) {
+		srdma_set_err(err, -ECONNREFUSED, "peer refused", "%s",
+			      m->u.error.text[0] ? m->u.error.text :
+			      srdma_err_code_name(m->u.error.code));
+		if (err)
+			err->peer_code = m->u.error.code;
+		return -ECONNREFUSED;
+	}
+	srdma_set_err(err, -EPROTO, "handshake", "expected %s, got %s",
+		      srdma_msg_type_name(type), srdma_msg_type_name(m->type));
+	srdma_ctrl_send_error(c, SRDMA_ERR_UNEXPECTED, NULL, deadline);
+	return -EPROTO;
+}
+
+static int send_hello(struct srdma_conn *c, int64_t deadline, struct srdma_err *err)
+{
+	struct srdma_msg m = { .type = SRDMA_MSG_HELLO };
+
+	m.u.hello.version = SRDMA_WIRE_VERSION;
+	m.u.hello.caps = c->server ? SRDMA_CAP_WRITE_WINDOW : 0;
+	return srdma_ctrl_send(c, &m, deadline, err);
+}
+
+static int check_hello(struct srdma_conn *c, const struct srdma_hello *h,
+		       int64_t deadline, struct srdma_err *err)
+{
+	if (h->version == SRDMA_WIRE_VERSION)
+		return 0;
+	srdma_set_err(err, -EPROTONOSUPPORT, "handshake",
+		      "peer speaks protocol version %u, we speak %u",
+		      h->version, SRDMA_WIRE_VERSION);
+	srdma_ctrl_send_error(c, SRDMA_ERR_VERSION, NULL, deadline);
+	return -EPROTONOSUPPORT;
+}
+
+static int send_params(struct srdma_conn *c, int64_t deadline, struct srdma_err *err)
+{
+	struct srdma_msg m = { .type = SRDMA_MSG_PARAMS };
+
+	m.u.params = c->local;
+	return srdma_ctrl_send(c, &m, deadline, err);
+}
+
+static int send_empty(struct srdma_conn *c, uint16_t type, int64_t deadline,
+		      struct srdma_err *err)
+{
+	struct srdma_msg m = { .type = type };
+
+	return srdma_ctrl_send(c, &m, deadline, err);
+}
+
+/* Local RDMA failure: tell the peer (without details), keep ours. */
+static int rdma_failed(struct srdma_conn *c, int rc, int64_t deadline)
+{
+	srdma_ctrl_send_error(c, SRDMA_ERR_RDMA_SETUP, NULL, deadline);
+	return rc;
+}
+
+static int setup_client(struct srdma_conn *c, int64_t deadline, struct srdma_err *err)
+{
+	struct srdma_msg m;
+	int rc;
+
+	rc = send_hello(c, deadline, err);
+	if (!rc)
+		rc = expect(c, SRDMA_MSG_HELLO, &m, deadline, err);
+	if (!rc)
+		rc = check_hello(c, &m.u.hello, deadline, err);
+	if (rc)
+		return rc;
+	rc = srdma_verbs_create(c, false, err);
+	if (!rc)
+		rc = srdma_verbs_local_params(c, err);
+	if (rc)
+		return rdma_failed(c, rc, deadline);
+	rc = send_params(c, deadline, err);
+	if (!rc)
+		rc = expect(c, SRDMA_MSG_PARAMS, &m, deadline, err);
+	if (rc)
+		return rc;
+	c->remote = m.u.params;
+	rc = srdma_verbs_connect(c, err);
+	if (rc)
+		return rdma_failed(c, rc, deadline);
+	rc = send_empty(c, SRDMA_MSG_READY, deadline, err);
+	if (!rc)
+		rc = expect(c, SRDMA_MSG_READY, &m, deadline, err);
+	return rc;
+}
+
+static int setup_server(struct srdma_conn *c, int64_t deadline, struct srdma_err *err)
+{
+	struct srdma_msg m;
+	int rc;
+
+	rc = expect(c, SRDMA_MSG_HELLO, &m, deadline, err);
+	if (!rc)
+		rc = check_hello(c, &m.u.hello, deadline, err);
+	if (!rc)
+		rc = send_hello(c, deadline, err);
+	if (rc)
+		return rc;
+	rc = srdma_verbs_create(c, true, err);
+	if (!rc)
+		rc = srdma_verbs_local_params(c, err);
+	if (rc)
+		return rdma_failed(c, rc, deadline);
+	rc = expect(c, SRDMA_MSG_PARAMS, &m, deadline, err);
+	if (rc)
+		return rc;
+	c->remote = m.u.params;
+	rc = srdma_verbs_connect(c, err);
+	if (rc)
+		return rdma_failed(c, rc, deadline);
+	rc = send_params(c, deadline, err);
+	if (!rc)
+		rc = expect(c, SRDMA_MSG_READY, &m, deadline, err);
+	if (!rc)
+		rc = send_empty(c, SRDMA_MSG_READY, deadline, err);
+	return rc;
+}
+
+int srdma_conn_setup(struct srdma_conn *c, int64_t deadline, struct srdma_err *err)
+{
+	struct srdma_conn_info *i = &c->info;
+	int rc = c->server ? setup_server(c, deadline, err) : setup_client(c, deadline, err);
+
+	if (rc)
+		return rc;
+	i->local_qpn = c->local.qpn;
+	i->local_psn = c->local.psn;
+	i->remote_qpn = c->remote.qpn;
+	i->remote_psn = c->remote.psn;
+	i->remote_addr = c->remote.addr;
+	i->remote_rkey = c->remote.rkey;
+	i->remote_len = c->remote.len;
+	i->gid_index = c->dev->gid_index;
+	snprintf(i->dev_name, sizeof(i->dev_name), "%s", c->dev->name);
+	return 0;
+}
+
+void srdma_conn_fill_tls_info(struct srdma_conn *c)
+{
+	struct srdma_conn_info *i = &c->info;
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	X509 *peer;
+
+	snprintf(i->tls_version, sizeof(i->tls_version), "%s", SSL_get_version(c->ssl));
+	snprintf(i->tls_cipher, sizeof(i->tls_cipher), "%s", SSL_get_cipher_name(c->ssl));
+	peer = SSL_get0_peer_certificate(c->ssl);
+	if (peer)
+		X509_NAME_oneline(X509_get_subject_name(peer), i->peer_cert_subject,
+				  sizeof(i->peer_cert_subject));
+	if (getpeername(c->fd, (struct sockaddr *)&ss, &sl) == 0) {
+		char host[INET6_ADDRSTRLEN] = "?";
+
+		if (ss.ss_family == AF_INET) {
+			struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+
+			inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
+			snprintf(i->peer_addr, sizeof(i->peer_addr), "%s:%u", host,
+				 ntohs(a->sin_port));
+		} else if (ss.ss_family == AF_INET6) {
+			struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+
+			inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
+			snprintf(i->peer_addr, sizeof(i->peer_addr), "[%s]:%u", host,
+				 ntohs(a->sin6_port));
+		}
+	}
+}
+
+/* --- after setup --- */
+
+int srdma_conn_poll_ctrl(struct srdma_conn *c, struct srdma_err *err)
+{
+	for (;;) {
+		size_t need = SRDMA_WIRE_HDR_LEN, got = 0;
+		struct srdma_msg m;
+		uint16_t type = 0;
+		uint32_t len = 0;
+		int r, rc;
+
+		if (c->ctrl_have >= SRDMA_WIRE_HDR_LEN) {
+			rc = srdma_wire_decode_header(c->ctrl_buf, &type, &len);
+			if (rc) {
+				srdma_set_err(err, rc, "read control message",
+					      "invalid header: %s", strerror(-rc));
+				return rc;
+			}
+			need += len;
+		}
+		if (c->ctrl_have < need) {
+			r = SSL_read_ex(c->ssl, c->ctrl_buf + c->ctrl_have,
+					need - c->ctrl_have, &got);
+			if (r == 1) {
+				c->ctrl_have += got;
+				continue;
+			}
+			r = SSL_get_error(c->ssl, r);
+			if (r == SSL_ERROR_WANT_READ || r == SSL_ERROR_WANT_WRITE)
+				return 0;
+			ERR_clear_error();
+			srdma_set_err(err, -ECONNRESET, "peer closed", "connection lost");
+			return 1;
+		}
+		/* A whole message. */
+		rc = srdma_wire_decode_body(type, c->ctrl_buf + SRDMA_WIRE_HDR_LEN,
+					    len, &m);
+		c->ctrl_have = 0;
+		if (rc) {
+			srdma_set_err(err, rc, "read control message", "%s: %s",
+				      srdma_msg_type_name(type), strerror(-rc));
+			return rc;
+		}
+		if (m.type == SRDMA_MSG_BYE) {
+			srdma_set_err(err, 0, "peer closed", "bye");
+			return 1;
+		}
+		if (m.type == SRDMA_MSG_ERROR) {
+			srdma_set_err(err, -ECONNABORTED, "peer closed", "%s",
+				      m.u.error.text[0] ? m.u.error.text :
+				      srdma_err_code_name(m.u.error.code));
+			if (err)
+				err->peer_code = m.u.error.code;
+			return 1;
+		}
+		srdma_set_err(err, -EPROTO, "read control message",
+			      "unexpected %s after setup", srdma_msg_type_name(m.type));
+		return -EPROTO;
+	}
+}
+
+void srdma_conn_free(struct srdma_conn *c)
+{
+	if (!c)
+		return;
+	srdma_verbs_destroy(c);
+	if (c->ssl)
+		SSL_free(c->ssl);
+	if (c->fd >= 0)
+		close(c->fd);
+	if (c->own_dev) {
+		srdma_dev_close(c->dev);
+		free(c->dev);
+	}
+	free(c);
+}
+
+void srdma_conn_close(struct srdma_conn *c, uint16_t code, const char *text)
+{
+	int64_t deadline;
+
+	if (!c)
+		return;
+	deadline = srdma_now_ms() + 1000;
+	if (c->ssl && SSL_is_init_finished(c->ssl)) {
+		if (code)
+			srdma_ctrl_send_error(c, code, text, deadline);
+		else
+			send_empty(c, SRDMA_MSG_BYE, deadline, NULL);
+		SSL_shutdown(c->ssl);
+		ERR_clear_error();
+	}
+	srdma_conn_free(c);
+}
+
+const struct srdma_conn_info *srdma_conn_info(const struct srdma_conn *c)
+{
+	return &c->info;
+}
+
+struct ibv_qp *srdma_conn_qp(const struct srdma_conn *c)
+{
+	return c->qp;
+}
+
+struct ibv_comp_channel *srdma_conn_channel(const struct srdma_conn *c)
+{
+	return c->channel;
+}
+
+const struct srdma_buf *srdma_conn_send_buf(const struct srdma_conn *c)
+{
+	return &c->send_buf;
+}
+
+const struct srdma_buf *srdma_conn_recv_buf(const struct srdma_conn *c)
+{
+	return &c->recv_buf;
+}
+
+const struct srdma_buf *srdma_conn_window(const struct srdma_conn *c)
+{
+	return &c->window;
+}
+
+size_t srdma_conn_buf_size(const struct srdma_conn *c)
+{
+	return c->buf_size;
+}
+
+int srdma_conn_ctrl_fd(const struct srdma_conn *c)
+{
+	return c->fd;
+}

@@ -1,0 +1,250 @@
+/* The accepting side: listener, per-connection setup, and refusals. */
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include "srdma_internal.h"
+
+struct srdma_listener {
+	SSL_CTX *ctx;
+	int fd;
+	uint16_t port;
+	int handshake_ms;
+	size_t buf_size;
+	struct srdma_dev dev;
+};
+
+static int bind_listen(int family, const struct sockaddr *sa, socklen_t len,
+		       int *out)
+{
+	int one = 1, zero = 0;
+	int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		return -errno;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	/* "::" serves IPv4 too. */
+	if (family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
+	if (bind(fd, sa, len) < 0 || listen(fd, 128) < 0) {
+		int e = errno;
+
+		close(fd);
+		return -e;
+	}
+	*out = fd;
+	return 0;
+}
+
+static int open_socket(struct srdma_listener *l, const char *addr,
+		       struct srdma_err *err)
+{
+	struct addrinfo hints = {
+		.ai_family = AF_UNSPEC,
+		.ai_socktype = SOCK_STREAM,
+		.ai_flags = AI_PASSIVE,
+	};
+	struct addrinfo *res, *ai;
+	char port[8];
+	int rc;
+
+	snprintf(port, sizeof(port), "%u", l->port);
+	if (!addr) {
+		struct sockaddr_in6 a6 = { .sin6_family = AF_INET6,
+					   .sin6_port = htons(l->port),
+					   .sin6_addr = IN6ADDR_ANY_INIT };
+		struct sockaddr_in a4 = { .sin_family = AF_INET,
+					  .sin_port = htons(l->port),
+					  .sin_addr.s_addr = htonl(INADDR_ANY) };
+
+		rc = bind_listen(AF_INET6, (struct sockaddr *)&a6, sizeof(a6), &l->fd);
+		if (rc == -EAFNOSUPPORT)
+			rc = bind_listen(AF_INET, (struct sockaddr *)&a4, sizeof(a4), &l->fd);
+		if (rc)
+			srdma_set_err(err, rc, "listen", "port %s: %s", port, strerror(-rc));
+		return rc;
+	}
+	rc = getaddrinfo(addr, port, &hints, &res);
+	if (rc) {
+		srdma_set_err(err, -EINVAL, "listen", "bind address '%s': %s", addr,
+			      gai_strerror(rc));
+		return -EINVAL;
+	}
+	rc = -EADDRNOTAVAIL;
+	for (ai = res; ai; ai = ai->ai_next) {
+		rc = bind_listen(ai->ai_family, ai->ai_addr, ai->ai_addrlen, &l->fd);
+		if (!rc)
+			break;
+	}
+	freeaddrinfo(res);
+	if (rc)
+		srdma_set_err(err, rc, "listen", "%s port %s: %s", addr, port, strerror(-rc));
+	return rc;
+}
+
+int srdma_listen(const struct srdma_server_opts *o, struct srdma_listener **out,
+		 struct srdma_err *err)
+{
+	struct srdma_listener *l;
+	int rc;
+
+	if (o->rdma.buf_size > SRDMA_MAX_BUF_SIZE || (o->rdma.buf_size && o->rdma.buf_size < 64)) {
+		srdma_set_err(err, -EINVAL, "options", "buffer size %zu is outside 64..%u",
+			      o->rdma.buf_size, SRDMA_MAX_BUF_SIZE);
+		return -EINVAL;
+	}
+	l = calloc(1, sizeof(*l));
+	if (!l) {
+		srdma_set_err(err, -ENOMEM, "listen", "out of memory");
+		return -ENOMEM;
+	}
+	l->fd = -1;
+	l->port = o->port ? o->port : SRDMA_DEFAULT_PORT;
+	l->handshake_ms = o->handshake_ms > 0 ? o->handshake_ms : SRDMA_DEFAULT_HANDSHAKE_MS;
+	l->buf_size = o->rdma.buf_size ? o->rdma.buf_size : SRDMA_DEFAULT_BUF_SIZE;
+
+	rc = srdma_tls_server_ctx(&l->ctx, o->cert_file, o->key_file, o->client_ca, err);
+	if (rc)
+		goto fail;
+	rc = srdma_dev_open(&l->dev, &o->rdma, err);
+	if (rc)
+		goto fail;
+	rc = open_socket(l, o->bind_addr, err);
+	if (rc)
+		goto fail;
+	*out = l;
+	return 0;
+fail:
+	srdma_listener_free(l);
+	return rc;
+}
+
+int srdma_listener_fd(const struct srdma_listener *l)
+{
+	return l->fd;
+}
+
+uint16_t srdma_listener_port(const struct srdma_listener *l)
+{
+	return l->port;
+}
+
+void srdma_listener_free(struct srdma_listener *l)
+{
+	if (!l)
+		return;
+	if (l->fd >= 0)
+		close(l->fd);
+	srdma_dev_close(&l->dev);
+	SSL_CTX_free(l->ctx);
+	free(l);
+}
+
+int srdma_accept_fd(struct srdma_listener *l, int *fd, struct srdma_err *err)
+{
+	int one = 1;
+	int s = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+	if (s < 0) {
+		int e = errno;
+
+		if (e == EAGAIN || e == EWOULDBLOCK || e == EINTR)
+			return -EAGAIN;
+		srdma_set_err(err, -e, "accept", "%s", strerror(e));
+		return -e;
+	}
+	setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	*fd = s;
+	return 0;
+}
+
+/* A connection object around an accepted socket, TLS done. */
+static int start_tls(struct srdma_listener *l, int fd, int64_t deadline,
+		     struct srdma_conn **out, struct srdma_err *err)
+{
+	struct srdma_conn *c = calloc(1, sizeof(*c));
+	int rc;
+
+	if (!c) {
+		close(fd);
+		srdma_set_err(err, -ENOMEM, "accept", "out of memory");
+		return -ENOMEM;
+	}
+	c->fd = fd;
+	c->server = true;
+	c->dev = &l->dev;
+	c->buf_size = l->buf_size;
+	c->ssl = SSL_new(l->ctx);
+	if (!c->ssl || SSL_set_fd(c->ssl, fd) != 1) {
+		srdma_set_err(err, -ENOMEM, "tls setup", "SSL_new failed");
+		srdma_conn_free(c);
+		return -ENOMEM;
+	}
+	rc = srdma_tls_handshake(c->ssl, true, deadline, err);
+	if (rc) {
+		srdma_conn_fill_tls_info(c);
+		srdma_conn_free(c);
+		return rc;
+	}
+	srdma_conn_fill_tls_info(c);
+	*out = c;
+	return 0;
+}
+
+int srdma_server_handshake(struct srdma_listener *l, int fd,
+			   struct srdma_conn **out, struct srdma_err *err)
+{
+	int64_t deadline = srdma_now_ms() + l->handshake_ms;
+	struct srdma_conn *c;
+	int rc = start_tls(l, fd, deadline, &c, err);
+
+	if (rc)
+		return rc;
+	rc = srdma_conn_setup(c, deadline, err);
+	if (rc) {
+		if (rc == -ETIMEDOUT)
+			srdma_ctrl_send_error(c, SRDMA_ERR_TIMEOUT, NULL,
+					      srdma_now_ms() + 500);
+		srdma_conn_free(c);
+		return rc;
+	}
+	*out = c;
+	return 0;
+}
+
+void srdma_server_reject(struct srdma_listener *l, int fd, uint16_t code,
+			 const char *text)
+{
+	int64_t deadline = srdma_now_ms() + l->handshake_ms;
+	struct srdma_conn *c;
+
+	if (start_tls(l, fd, deadline, &c, NULL))
+		return;
+	srdma_conn_close(c, code, text);
+}
+
+int srdma_accept(struct srdma_listener *l, struct srdma_conn **out,
+		 struct srdma_err *err)
+{
+	for (;;) {
+		struct pollfd p = { .fd = l->fd, .events = POLLIN };
+		int fd, rc = srdma_accept_fd(l, &fd, err);
+
+		if (rc == 0)
+			return srdma_server_handshake(l, fd, out, err);
+		if (rc != -EAGAIN)
+			return rc;
+		if (poll(&p, 1, -1) < 0 && errno != EINTR) {
+			srdma_set_err(err, -errno, "accept", "poll: %s", strerror(errno));
+			return -errno;
+		}
+	}
+}

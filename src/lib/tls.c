@@ -1,0 +1,308 @@
+/*
+ * TLS policy and I/O (OpenSSL 3). TLS 1.2 is the floor and only AEAD suites
+ * with ECDHE are offered for it; TLS 1.3 is preferred (OpenSSL negotiates the
+ * highest common version). The client always verifies the server's chain and
+ * name: there is no switch to turn that off. Renegotiation is disabled.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <arpa/inet.h>
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+
+#include "srdma_internal.h"
+
+void srdma_tls_reason(SSL *ssl, char *buf, size_t len)
+{
+	unsigned long e = ERR_peek_last_error();
+	const char *reason = e ? ERR_reason_error_string(e) : NULL;
+	long v = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
+
+	if (v != X509_V_OK)
+		snprintf(buf, len, "%s: %s", reason ? reason : "verify failed",
+			 X509_verify_cert_error_string(v));
+	else if (reason)
+		snprintf(buf, len, "%s", reason);
+	else if (e)
+		snprintf(buf, len, "OpenSSL error 0x%lx", e);
+	else
+		snprintf(buf, len, "unknown TLS failure");
+	ERR_clear_error();
+}
+
+static int ctx_err(SSL_CTX *ctx, struct srdma_err *err, const char *step,
+		   const char *what)
+{
+	char why[160];
+
+	srdma_tls_reason(NULL, why, sizeof(why));
+	srdma_set_err(err, -EINVAL, step, "%s: %s", what, why);
+	SSL_CTX_free(ctx);
+	return -EINVAL;
+}
+
+static SSL_CTX *new_ctx(const SSL_METHOD *method)
+{
+	SSL_CTX *ctx = SSL_CTX_new(method);
+
+	if (!ctx)
+		return NULL;
+	if (!SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) ||
+	    !SSL_CTX_set_cipher_list(ctx, SRDMA_TLS12_CIPHERS)) {
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+	SSL_CTX_set_mode(ctx, SSL_MODE_AUTO_RETRY);
+	return ctx;
+}
+
+static int load_cert_key(SSL_CTX *ctx, const char *cert, const char *key,
+			 struct srdma_err *err)
+{
+	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1)
+		return ctx_err(ctx, err, "load certificate", cert);
+	if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1)
+		return ctx_err(ctx, err, "load private key", key);
+	if (SSL_CTX_check_private_key(ctx) != 1)
+		return ctx_err(ctx, err, "load private key",
+			       "key does not match the certificate");
+	return 0;
+}
+
+int srdma_tls_server_ctx(SSL_CTX **out, const char *cert, const char *key,
+			 const char *client_ca, struct srdma_err *err)
+{
+	SSL_CTX *ctx;
+	int rc;
+
+	if (!cert || !key) {
+		srdma_set_err(err, -EINVAL, "tls setup",
+			      "a certificate and a key are required");
+		return -EINVAL;
+	}
+	ctx = new_ctx(TLS_server_method());
+	if (!ctx)
+		return ctx_err(NULL, err, "tls setup", "SSL_CTX_new");
+	rc = load_cert_key(ctx, cert, key, err);
+	if (rc)
+		return rc;
+	if (client_ca) {
+		STACK_OF(X509_NAME) *names;
+
+		if (SSL_CTX_load_verify_locations(ctx, client_ca, NULL) != 1)
+			return ctx_err(ctx, err, "load client CA", client_ca);
+		names = SSL_load_client_CA_file(client_ca);
+		if (!names)
+			return ctx_err(ctx, err, "load client CA", client_ca);
+		SSL_CTX_set_client_CA_list(ctx, names);
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER |
+				   SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+	}
+	*out = ctx;
+	return 0;
+}
+
+int srdma_tls_client_ctx(SSL_CTX **out, const char *ca, const char *cert,
+			 const char *key, struct srdma_err *err)
+{
+	struct stat st;
+	SSL_CTX *ctx;
+	int rc, ok;
+
+	if (!ca) {
+		srdma_set_err(err, -EINVAL, "tls setup",
+			      "a CA file is required to verify the server");
+		return -EINVAL;
+	}
+	if ((cert == NULL) != (key == NULL)) {
+		srdma_set_err(err, -EINVAL, "tls setup",
+			      "a client certificate needs its key, and a key its certificate");
+		return -EINVAL;
+	}
+	ctx = new_ctx(TLS_client_method());
+	if (!ctx)
+		return ctx_err(NULL, err, "tls setup", "SSL_CTX_new");
+	if (stat(ca, &st) == 0 && S_ISDIR(st.st_mode))
+		ok = SSL_CTX_load_verify_locations(ctx, NULL, ca);
+	else
+		ok = SSL_CTX_load_verify_locations(ctx, ca, NULL);
+	if (ok != 1)
+		return ctx_err(ctx, err, "load CA", ca);
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	if (cert) {
+		rc = load_cert_key(ctx, cert, key, err);
+		if (rc)
+			return rc;
+	}
+	*out = ctx;
+	return 0;
+}
+
+static bool is_ip_literal(const char *name)
+{
+	unsigned char buf[sizeof(struct in6_addr)];
+
+	return inet_pton(AF_INET, name, buf) == 1 ||
+	       inet_pton(AF_INET6, name, buf) == 1;
+}
+
+int srdma_tls_client_ssl(SSL_CTX *ctx, int fd, const char *name, SSL **out,
+			 struct srdma_err *err)
+{
+	SSL *ssl = SSL_new(ctx);
+	char why[160];
+
+	if (!ssl)
+		goto fail;
+	if (SSL_set_fd(ssl, fd) != 1)
+		goto fail;
+	if (is_ip_literal(name)) {
+		X509_VERIFY_PARAM *p = SSL_get0_param(ssl);
+
+		if (X509_VERIFY_PARAM_set1_ip_asc(p, name) != 1)
+			goto fail;
+	} else {
+		/* Host name check, and SNI for servers that need it. */
+		if (SSL_set1_host(ssl, name) != 1 ||
+		    SSL_set_tlsext_host_name(ssl, name) != 1)
+			goto fail;
+		SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+	}
+	*out = ssl;
+	return 0;
+fail:
+	srdma_tls_reason(NULL, why, sizeof(why));
+	srdma_set_err(err, -EINVAL, "tls setup", "server name '%s': %s", name, why);
+	SSL_free(ssl);
+	return -EINVAL;
+}
+
+/* Wait for the socket as OpenSSL asked; -ETIMEDOUT past the deadline. */
+static int wait_io(SSL *ssl, int ssl_err, int64_t deadline)
+{
+	struct pollfd p = {
+		.fd = SSL_get_fd(ssl),
+		.events = ssl_err == SSL_ERROR_WANT_WRITE ? POLLOUT : POLLIN,
+	};
+	int n;
+
+	do {
+		n = poll(&p, 1, srdma_ms_left(deadline));
+	} while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return -errno;
+	if (n == 0)
+		return -ETIMEDOUT;
+	return 0;
+}
+
+int srdma_tls_handshake(SSL *ssl, bool server, int64_t deadline,
+			struct srdma_err *err)
+{
+	char why[200];
+
+	for (;;) {
+		int r = server ? SSL_accept(ssl) : SSL_connect(ssl);
+		int e, rc;
+
+		if (r == 1)
+			return 0;
+		e = SSL_get_error(ssl, r);
+		if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+			rc = wait_io(ssl, e, deadline);
+			if (rc == -ETIMEDOUT) {
+				srdma_set_err(err, rc, "tls handshake",
+					      "no handshake within the deadline");
+				return rc;
+			}
+			if (rc) {
+				srdma_set_err(err, rc, "tls handshake", "%s",
+					      strerror(-rc));
+				return rc;
+			}
+			continue;
+		}
+		if (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0) {
+			srdma_set_err(err, -ECONNRESET, "tls handshake",
+				      "connection closed by the peer%s",
+				      errno ? "" : " (EOF)");
+			return -ECONNRESET;
+		}
+		srdma_tls_reason(ssl, why, sizeof(why));
+		srdma_set_err(err, -EPROTO, "tls handshake", "%s", why);
+		return -EPROTO;
+	}
+}
+
+static int io_fail(SSL *ssl, int e, const char *step, struct srdma_err *err)
+{
+	char why[200];
+
+	if (e == SSL_ERROR_ZERO_RETURN ||
+	    (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0)) {
+		ERR_clear_error();
+		srdma_set_err(err, -ECONNRESET, step, "connection closed by the peer");
+		return -ECONNRESET;
+	}
+	srdma_tls_reason(ssl, why, sizeof(why));
+	srdma_set_err(err, -EPROTO, step, "%s", why);
+	return -EPROTO;
+}
+
+int srdma_tls_read(SSL *ssl, void *buf, size_t n, int64_t deadline,
+		   struct srdma_err *err)
+{
+	size_t have = 0;
+
+	while (have < n) {
+		size_t got = 0;
+		int r = SSL_read_ex(ssl, (char *)buf + have, n - have, &got);
+		int e, rc;
+
+		if (r == 1) {
+			have += got;
+			continue;
+		}
+		e = SSL_get_error(ssl, r);
+		if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
+			return io_fail(ssl, e, "read control message", err);
+		rc = wait_io(ssl, e, deadline);
+		if (rc) {
+			srdma_set_err(err, rc, "read control message", "%s",
+				      rc == -ETIMEDOUT ? "timed out" : strerror(-rc));
+			return rc;
+		}
+	}
+	return 0;
+}
+
+int srdma_tls_write(SSL *ssl, const void *buf, size_t n, int64_t deadline,
+		    struct srdma_err *err)
+{
+	size_t done = 0;
+
+	while (done < n) {
+		size_t put = 0;
+		int r = SSL_write_ex(ssl, (const char *)buf + done, n - done, &put);
+		int e, rc;
+
+		if (r == 1) {
+			done += put;
+			continue;
+		}
+		e = SSL_get_error(ssl, r);
+		if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
+			return io_fail(ssl, e, "send control message", err);
+		rc = wait_io(ssl, e, deadline);
+		if (rc) {
+			srdma_set_err(err, rc, "send control message", "%s",
+				      rc == -ETIMEDOUT ? "timed out" : strerror(-rc));
+			return rc;
+		}
+	}
+	return 0;
+}

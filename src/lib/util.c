@@ -1,0 +1,59 @@
+/* Small helpers: error reports and deadlines. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "srdma_internal.h"
+
+void srdma_set_err(struct srdma_err *e, int code, const char *step,
+		   const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!e)
+		return;
+	e->code = code;
+	e->peer_code = 0;
+	snprintf(e->step, sizeof(e->step), "%s", step);
+	va_start(ap, fmt);
+	vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
+	va_end(ap);
+}
+
+int64_t srdma_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int srdma_ms_left(int64_t deadline)
+{
+	int64_t left;
+
+	if (deadline < 0)
+		return -1;
+	left = deadline - srdma_now_ms();
+	if (left < 0)
+		return 0;
+	return left > 0x7fffffff ? 0x7fffffff : (int)left;
+}
+
+const char *srdma_error_name(uint16_t code)
+{
+	return srdma_err_code_name(code);
+}
+
+void srdma_server_opts_init(struct srdma_server_opts *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->rdma.gid_index = -1;
+}
+
+void srdma_client_opts_init(struct srdma_client_opts *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->rdma.gid_index = -1;
+}

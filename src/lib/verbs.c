@@ -1,0 +1,439 @@
+/*
+ * Verbs: the device, and per connection its PD, completion channel, CQs, RC
+ * QP and registered memory; the QP moves RESET -> INIT -> RTR -> RTS with
+ * the PSNs negotiated over TLS, and ibv_query_qp must confirm them.
+ *
+ * Least privilege: send and receive slots have local access only; only the
+ * server's write window allows REMOTE_WRITE, and only the server's QP accepts
+ * remote writes. Nothing allows remote read or atomics.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "srdma_internal.h"
+
+static int verr(struct srdma_err *err, int rc, const char *step)
+{
+	/* Verbs calls return a positive errno, or -1/NULL with errno set. */
+	int e = rc > 0 ? rc : (errno ? errno : EIO);
+
+	srdma_set_err(err, -e, step, "%s", strerror(e));
+	return -e;
+}
+
+static bool gid_is_zero(const union ibv_gid *g)
+{
+	static const union ibv_gid zero;
+
+	return memcmp(g, &zero, sizeof(zero)) == 0;
+}
+
+static bool gid_is_ipv4(const union ibv_gid *g)
+{
+	static const uint8_t prefix[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+
+	return memcmp(g->raw, prefix, sizeof(prefix)) == 0;
+}
+
+/* A RoCE v2 GID holding an IPv4 address, else any RoCE v2 GID, else 0. */
+static int pick_gid(struct srdma_dev *d)
+{
+	int best = -1;
+
+	for (int i = 0; i < d->port_attr.gid_tbl_len; i++) {
+		struct ibv_gid_entry e;
+
+		if (ibv_query_gid_ex(d->ctx, d->port, (uint32_t)i, &e, 0))
+			continue;
+		if (e.gid_type != IBV_GID_TYPE_ROCE_V2 || gid_is_zero(&e.gid))
+			continue;
+		if (gid_is_ipv4(&e.gid))
+			return i;
+		if (best < 0)
+			best = i;
+	}
+	return best < 0 ? 0 : best;
+}
+
+int srdma_dev_open(struct srdma_dev *d, const struct srdma_rdma_opts *o,
+		   struct srdma_err *err)
+{
+	struct ibv_device **list;
+	struct ibv_device *dev = NULL;
+	int n, rc;
+
+	memset(d, 0, sizeof(*d));
+	list = ibv_get_device_list(&n);
+	if (!list)
+		return verr(err, -1, "list RDMA devices");
+	for (int i = 0; i < n && !dev; i++)
+		if (!o->dev_name || strcmp(ibv_get_device_name(list[i]), o->dev_name) == 0)
+			dev = list[i];
+	if (!dev) {
+		if (o->dev_name)
+			srdma_set_err(err, -ENODEV, "open RDMA device",
+				      "no RDMA device named '%s' (%d found)", o->dev_name, n);
+		else
+			srdma_set_err(err, -ENODEV, "open RDMA device",
+				      "no RDMA device found");
+		ibv_free_device_list(list);
+		return -ENODEV;
+	}
+	snprintf(d->name, sizeof(d->name), "%s", ibv_get_device_name(dev));
+	d->ctx = ibv_open_device(dev);
+	ibv_free_device_list(list);
+	if (!d->ctx)
+		return verr(err, -1, "open RDMA device");
+
+	d->port = (uint8_t)(o->ib_port > 0 ? o->ib_port : 1);
+	rc = ibv_query_port(d->ctx, d->port, &d->port_attr);
+	if (rc) {
+		rc = verr(err, rc, "query port");
+		goto fail;
+	}
+	if (d->port_attr.state != IBV_PORT_ACTIVE) {
+		srdma_set_err(err, -ENETDOWN, "query port", "%s port %u is %s, not ACTIVE",
+			      d->name, d->port, ibv_port_state_str(d->port_attr.state));
+		rc = -ENETDOWN;
+		goto fail;
+	}
+	d->roce = d->port_attr.link_layer == IBV_LINK_LAYER_ETHERNET;
+	if (o->gid_index >= 0) {
+		if (o->gid_index >= d->port_attr.gid_tbl_len) {
+			srdma_set_err(err, -EINVAL, "query GID",
+				      "GID index %d out of range (table has %d)",
+				      o->gid_index, d->port_attr.gid_tbl_len);
+			rc = -EINVAL;
+			goto fail;
+		}
+		d->gid_index = o->gid_index;
+	} else {
+		d->gid_index = d->roce ? pick_gid(d) : 0;
+	}
+	rc = ibv_query_gid(d->ctx, d->port, d->gid_index, &d->gid);
+	if (rc) {
+		rc = verr(err, rc, "query GID");
+		goto fail;
+	}
+	if (d->roce && gid_is_zero(&d->gid)) {
+		srdma_set_err(err, -EINVAL, "query GID", "GID index %d is empty",
+			      d->gid_index);
+		rc = -EINVAL;
+		goto fail;
+	}
+	return 0;
+fail:
+	ibv_close_device(d->ctx);
+	d->ctx = NULL;
+	return rc;
+}
+
+void srdma_dev_close(struct srdma_dev *d)
+{
+	if (d && d->ctx) {
+		ibv_close_device(d->ctx);
+		d->ctx = NULL;
+	}
+}
+
+static int reg_buf(struct srdma_conn *c, struct srdma_buf *b, struct ibv_mr **mr,
+		   size_t len, int access, const char *step, struct srdma_err *err)
+{
+	void *p = NULL;
+	long page = sysconf(_SC_PAGESIZE);
+	int rc = posix_memalign(&p, page > 0 ? (size_t)page : 4096, len);
+
+	if (rc) {
+		srdma_set_err(err, -rc, step, "allocate %zu bytes: %s", len, strerror(rc));
+		return -rc;
+	}
+	memset(p, 0, len);
+	*mr = ibv_reg_mr(c->pd, p, len, access);
+	if (!*mr) {
+		rc = verr(err, -1, step);
+		free(p);
+		return rc;
+	}
+	b->addr = p;
+	b->len = len;
+	b->lkey = (*mr)->lkey;
+	b->rkey = (*mr)->rkey;
+	return 0;
+}
+
+static void dereg_buf(struct srdma_buf *b, struct ibv_mr **mr)
+{
+	if (*mr)
+		ibv_dereg_mr(*mr);
+	*mr = NULL;
+	free(b->addr);
+	memset(b, 0, sizeof(*b));
+}
+
+int srdma_conn_post_recv(struct srdma_conn *c, unsigned int slot)
+{
+	struct ibv_sge sge = {
+		.addr = (uintptr_t)c->recv_buf.addr + (uint64_t)slot * c->buf_size,
+		.length = (uint32_t)c->buf_size,
+		.lkey = c->recv_buf.lkey,
+	};
+	struct ibv_recv_wr wr = {
+		.wr_id = slot,
+		.sg_list = &sge,
+		.num_sge = 1,
+	};
+	struct ibv_recv_wr *bad;
+
+	if (slot >= SRDMA_SLOTS)
+		return -EINVAL;
+	return -ibv_post_recv(c->qp, &wr, &bad);
+}
+
+static int qp_to_init(struct srdma_conn *c, struct srdma_err *err)
+{
+	struct ibv_qp_attr a = {
+		.qp_state = IBV_QPS_INIT,
+		.pkey_index = 0,
+		.port_num = c->dev->port,
+		/* Only the server's QP takes remote writes (into its window). */
+		.qp_access_flags = c->window.len ? IBV_ACCESS_REMOTE_WRITE : 0,
+	};
+	int rc = ibv_modify_qp(c->qp, &a, IBV_QP_STATE | IBV_QP_PKEY_INDEX |
+			       IBV_QP_PORT | IBV_QP_ACCESS_FLAGS);
+
+	return rc ? verr(err, rc, "modify QP to INIT") : 0;
+}
+
+int srdma_verbs_create(struct srdma_conn *c, bool with_window,
+		       struct srdma_err *err)
+{
+	size_t slots_len = (size_t)SRDMA_SLOTS * c->buf_size;
+	struct ibv_qp_init_attr qa;
+	int rc;
+
+	c->pd = ibv_alloc_pd(c->dev->ctx);
+	if (!c->pd)
+		return verr(err, -1, "allocate PD");
+	c->channel = ibv_create_comp_channel(c->dev->ctx);
+	if (!c->channel)
+		return verr(err, -1, "create completion channel");
+	c->send_cq = ibv_create_cq(c->dev->ctx, SRDMA_SLOTS * 2, NULL, c->channel, 0);
+	if (!c->send_cq)
+		return verr(err, -1, "create send CQ");
+	c->recv_cq = ibv_create_cq(c->dev->ctx, SRDMA_SLOTS * 2, NULL, c->channel, 0);
+	if (!c->recv_cq)
+		return verr(err, -1, "create receive CQ");
+
+	rc = reg_buf(c, &c->send_buf, &c->send_mr, slots_len, 0,
+		     "register send buffer", err);
+	if (!rc)
+		rc = reg_buf(c, &c->recv_buf, &c->recv_mr, slots_len,
+			     IBV_ACCESS_LOCAL_WRITE, "register receive buffer", err);
+	if (!rc && with_window)
+		rc = reg_buf(c, &c->window, &c->window_mr, c->buf_size,
+			     IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE,
+			     "register write window", err);
+	if (rc)
+		return rc;
+
+	memset(&qa, 0, sizeof(qa));
+	qa.send_cq = c->send_cq;
+	qa.recv_cq = c->recv_cq;
+	qa.qp_type = IBV_QPT_RC;
+	qa.sq_sig_all = 1;
+	qa.cap.max_send_wr = SRDMA_SLOTS;
+	qa.cap.max_recv_wr = SRDMA_SLOTS;
+	qa.cap.max_send_sge = 1;
+	qa.cap.max_recv_sge = 1;
+	c->qp = ibv_create_qp(c->pd, &qa);
+	if (!c->qp)
+		return verr(err, -1, "create QP");
+	rc = qp_to_init(c, err);
+	if (rc)
+		return rc;
+	/* Receives go up before the peer can send. */
+	for (unsigned int i = 0; i < SRDMA_SLOTS; i++) {
+		rc = srdma_conn_post_recv(c, i);
+		if (rc)
+			return verr(err, -rc, "post receive");
+	}
+	if (ibv_req_notify_cq(c->send_cq, 0) || ibv_req_notify_cq(c->recv_cq, 0))
+		return verr(err, -1, "arm CQ");
+	return 0;
+}
+
+int srdma_verbs_local_params(struct srdma_conn *c, struct srdma_err *err)
+{
+	struct srdma_params *p = &c->local;
+	int rc;
+
+	memset(p, 0, sizeof(*p));
+	rc = srdma_psn_generate(&p->psn);
+	if (rc) {
+		/* No fallback: without a secret PSN there is no connection. */
+		srdma_set_err(err, rc, "generate PSN", "getrandom: %s", strerror(-rc));
+		return rc;
+	}
+	p->qpn = c->qp->qp_num;
+	p->lid = c->dev->port_attr.lid;
+	memcpy(p->gid, c->dev->gid.raw, sizeof(p->gid));
+	p->mtu = (uint8_t)c->dev->port_attr.active_mtu;
+	if (c->window.len) {
+		p->addr = (uintptr_t)c->window.addr;
+		p->rkey = c->window.rkey;
+		p->len = (uint32_t)c->window.len;
+	}
+	return 0;
+}
+
+static int qp_to_rtr(struct srdma_conn *c, enum ibv_mtu mtu, struct srdma_err *err)
+{
+	const struct srdma_params *peer = &c->remote;
+	struct ibv_qp_attr a = {
+		.qp_state = IBV_QPS_RTR,
+		.path_mtu = mtu,
+		.dest_qp_num = peer->qpn,
+		.rq_psn = peer->psn,
+		.max_dest_rd_atomic = 0,	/* no RDMA READ or atomics */
+		.min_rnr_timer = 12,
+		.ah_attr = {
+			.dlid = peer->lid,
+			.port_num = c->dev->port,
+		},
+	};
+	int rc;
+
+	if (c->dev->roce) {
+		a.ah_attr.is_global = 1;
+		memcpy(a.ah_attr.grh.dgid.raw, peer->gid, sizeof(peer->gid));
+		a.ah_attr.grh.sgid_index = (uint8_t)c->dev->gid_index;
+		a.ah_attr.grh.hop_limit = 64;
+	}
+	rc = ibv_modify_qp(c->qp, &a, IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU |
+			   IBV_QP_DEST_QPN | IBV_QP_RQ_PSN |
+			   IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER);
+	return rc ? verr(err, rc, "modify QP to RTR") : 0;
+}
+
+static int qp_to_rts(struct srdma_conn *c, struct srdma_err *err)
+{
+	struct ibv_qp_attr a = {
+		.qp_state = IBV_QPS_RTS,
+		.sq_psn = c->local.psn,
+		.timeout = 14,
+		.retry_cnt = 7,
+		.rnr_retry = 7,
+		.max_rd_atomic = 0,
+	};
+	int rc = ibv_modify_qp(c->qp, &a, IBV_QP_STATE | IBV_QP_SQ_PSN |
+			       IBV_QP_TIMEOUT | IBV_QP_RETRY_CNT |
+			       IBV_QP_RNR_RETRY | IBV_QP_MAX_QP_RD_ATOMIC);
+
+	return rc ? verr(err, rc, "modify QP to RTS") : 0;
+}
+
+/* The device must hold what we negotiated, or we refuse the connection. */
+static int qp_verify(struct srdma_conn *c, struct srdma_err *err)
+{
+	struct ibv_qp_attr a;
+	struct ibv_qp_init_attr ia;
+	int rc = ibv_query_qp(c->qp, &a, IBV_QP_STATE | IBV_QP_RQ_PSN |
+			      IBV_QP_SQ_PSN | IBV_QP_DEST_QPN, &ia);
+
+	if (rc)
+		return verr(err, rc, "verify QP");
+	if (a.qp_state != IBV_QPS_RTS || a.rq_psn != c->remote.psn ||
+	    a.sq_psn != c->local.psn || a.dest_qp_num != c->remote.qpn) {
+		srdma_set_err(err, -EPROTO, "verify QP",
+			      "QP does not hold the negotiated values (state %d, dest QPN %u/%u)",
+			      a.qp_state, a.dest_qp_num, c->remote.qpn);
+		return -EPROTO;
+	}
+	return 0;
+}
+
+int srdma_verbs_connect(struct srdma_conn *c, struct srdma_err *err)
+{
+	enum ibv_mtu mtu = c->dev->port_attr.active_mtu;
+	int rc;
+
+	if ((enum ibv_mtu)c->remote.mtu < mtu)
+		mtu = (enum ibv_mtu)c->remote.mtu;
+	rc = qp_to_rtr(c, mtu, err);
+	if (!rc)
+		rc = qp_to_rts(c, err);
+	if (!rc)
+		rc = qp_verify(c, err);
+	if (rc)
+		return rc;
+	c->info.path_mtu = mtu;
+	return 0;
+}
+
+void srdma_verbs_destroy(struct srdma_conn *c)
+{
+	/* Reverse order of creation. */
+	if (c->qp)
+		ibv_destroy_qp(c->qp);
+	c->qp = NULL;
+	dereg_buf(&c->window, &c->window_mr);
+	dereg_buf(&c->recv_buf, &c->recv_mr);
+	dereg_buf(&c->send_buf, &c->send_mr);
+	if (c->recv_cq)
+		ibv_destroy_cq(c->recv_cq);
+	if (c->send_cq)
+		ibv_destroy_cq(c->send_cq);
+	c->recv_cq = c->send_cq = NULL;
+	if (c->channel)
+		ibv_destroy_comp_channel(c->channel);
+	c->channel = NULL;
+	if (c->pd)
+		ibv_dealloc_pd(c->pd);
+	c->pd = NULL;
+}
+
+/* Poll both CQs once. */
+static int poll_once(struct srdma_conn *c, struct ibv_wc *wc)
+{
+	int n = ibv_poll_cq(c->recv_cq, 1, wc);
+
+	if (n == 0)
+		n = ibv_poll_cq(c->send_cq, 1, wc);
+	return n < 0 ? -EIO : n;
+}
+
+int srdma_conn_next_wc(struct srdma_conn *c, int timeout_ms, struct ibv_wc *wc)
+{
+	int64_t deadline = timeout_ms < 0 ? -1 : srdma_now_ms() + timeout_ms;
+
+	for (;;) {
+		struct pollfd p = { .fd = c->channel->fd, .events = POLLIN };
+		struct ibv_cq *cq;
+		void *ctx;
+		int n = poll_once(c, wc);
+
+		if (n)
+			return n;
+		/* Re-arm, then poll again: a completion that arrived before
+		 * the arming would otherwise raise no event. */
+		if (ibv_req_notify_cq(c->send_cq, 0) || ibv_req_notify_cq(c->recv_cq, 0))
+			return -EIO;
+		n = poll_once(c, wc);
+		if (n)
+			return n;
+		n = poll(&p, 1, srdma_ms_left(deadline));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return 0;
+		if (ibv_get_cq_event(c->channel, &cq, &ctx))
+			return -EIO;
+		ibv_ack_cq_events(cq, 1);
+	}
+}

@@ -1,0 +1,55 @@
+#include <errno.h>
+#include <stdlib.h>
+#include <openssl/evp.h>
+
+#include "common.h"
+
+bool parse_ulong(const char *prog, const char *option, const char *s,
+		 unsigned long min, unsigned long max, unsigned long *out)
+{
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	if (!s || *s < '0' || *s > '9')
+		goto bad;
+	v = strtoul(s, &end, 10);
+	if (errno || *end || v < min || v > max)
+		goto bad;
+	*out = v;
+	return true;
+bad:
+	fprintf(stderr, "%s: %s: '%s' is not a number in %lu..%lu\n", prog, option,
+		s ? s : "", min, max);
+	return false;
+}
+
+void json_string(FILE *f, const char *s, size_t len)
+{
+	fputc('"', f);
+	for (size_t i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)s[i];
+
+		if (ch == '"' || ch == '\\')
+			fprintf(f, "\\%c", ch);
+		else if (ch == '\n')
+			fputs("\\n", f);
+		else if (ch == '\t')
+			fputs("\\t", f);
+		else if (ch < 0x20 || ch >= 0x7f)
+			/* Bytes, not code points: keep the output ASCII. */
+			fprintf(f, "\\u%04x", ch);
+		else
+			fputc(ch, f);
+	}
+	fputc('"', f);
+}
+
+int sha256(const void *buf, size_t len, unsigned char out[32])
+{
+	unsigned int n = 0;
+
+	if (EVP_Digest(buf, len, out, &n, EVP_sha256(), NULL) != 1 || n != 32)
+		return -1;
+	return 0;
+}

@@ -1,0 +1,30 @@
+/* Helpers shared by the srdma programs. */
+#ifndef SRDMA_TOOLS_COMMON_H
+#define SRDMA_TOOLS_COMMON_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* Parse a whole decimal number in [min, max]; on failure print
+ * "PROG: OPTION: ..." to stderr and return false. */
+bool parse_ulong(const char *prog, const char *option, const char *s,
+		 unsigned long min, unsigned long max, unsigned long *out);
+/* Write s as a JSON string (quotes included). */
+void json_string(FILE *f, const char *s, size_t len);
+/* SHA-256 of buf, in out[32]. Returns 0 or -1. */
+int sha256(const void *buf, size_t len, unsigned char out[32]);
+
+#endif
+
+/*
+ * The programs' own protocol over the connected QP (docs/PROTOCOL.md,
+ * "RDMA messages"): the client SENDs text, the server echoes it back with
+ * SEND_WITH_IMM(ECHO); the client RDMA-WRITEs into the server's window with
+ * WRITE_WITH_IMM(imm = length), the server reads the window and answers
+ * SEND_WITH_IMM(WRITE_ACK) carrying u32 length + SHA-256 of what it read.
+ */
+#define APP_IMM_ECHO 1u
+#define APP_IMM_WRITE_ACK 2u
+#define APP_ACK_LEN (4 + 32)

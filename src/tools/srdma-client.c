@@ -1,0 +1,571 @@
+/*
+ * srdma-client: connects to srdma-server securely and drives the connection
+ * from a prompt (or from stdin when it is not a terminal).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+
+#include <srdma.h>
+#include "common.h"
+
+static const char *prog = "srdma-client";
+static bool json, verbose, interactive;
+#define OP_TIMEOUT_MS 5000
+
+struct stats {
+	unsigned long echoes, writes, failures;
+	double rtt_min, rtt_max, rtt_sum;
+	unsigned long long bytes;
+};
+
+struct client {
+	struct srdma_conn *c;
+	const struct srdma_conn_info *info;
+	size_t bs;
+	struct stats st;
+	bool closed;
+	char close_reason[300];
+	bool close_clean;
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+"Usage: srdma-client --ca FILE [OPTIONS] HOST\n"
+"\n"
+"Connect to srdma-server on HOST securely: TLS (the server's certificate is\n"
+"always verified, against --ca and the name dialled), random PSNs and queue\n"
+"pair parameters exchanged only over TLS, an RC QP brought up with raw verbs\n"
+"and checked with ibv_query_qp. Then read commands from the prompt, or from\n"
+"stdin when it is not a terminal (EOF means quit).\n"
+"\n"
+"Options:\n"
+"  -p, --port PORT        server's TLS port (default 4433)\n"
+"  -a, --ca FILE          CA certificate(s) to verify the server, PEM file or\n"
+"                         hashed directory (required)\n"
+"  -c, --cert FILE        client certificate, for servers that require one\n"
+"  -k, --key FILE         its private key\n"
+"  -n, --server-name NAME name the server certificate must carry (default:\n"
+"                         HOST)\n"
+"  -d, --dev NAME         RDMA device (default: the first)\n"
+"  -i, --ib-port N        device port (default 1)\n"
+"  -g, --gid-index N      GID index (default: automatic, as the server)\n"
+"  -s, --buf-size BYTES   message slot size, 64..1073741824 (default 4096)\n"
+"  -t, --timeout MS       deadline for the whole setup (default 10000)\n"
+"  -j, --json             one JSON object per line for every event\n"
+"  -v, --verbose          also print PSNs and the server's rkey (secrets)\n"
+"  -V, --version          print the version\n"
+"  -h, --help             show this help\n"
+"\n"
+"Commands:\n"
+"  send TEXT    SEND TEXT; the server echoes it; prints it and the round trip\n"
+"  write TEXT   RDMA WRITE TEXT into the server's window; the server reads it\n"
+"               and answers with its SHA-256, which must match\n"
+"  auto [N]     N rounds (default 10) of send + write, then a summary\n"
+"  stats        counts and round-trip times so far\n"
+"  info         the connection: TLS, device, QPNs, MTU\n"
+"  help         this list\n"
+"  quit         say BYE and exit (also: EOF)\n"
+"\n"
+"Exit status: 0 after quit, EOF or the server's BYE; 1 when the connection\n"
+"fails or is lost (the message says which step and why); 2 on bad usage.\n");
+}
+
+static double now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
+}
+
+static void report_error(const char *step, const char *msg)
+{
+	if (json) {
+		printf("{\"event\":\"error\",\"step\":");
+		json_string(stdout, step, strlen(step));
+		printf(",\"message\":");
+		json_string(stdout, msg, strlen(msg));
+		printf("}\n");
+	} else {
+		fprintf(stderr, "%s: %s failed: %s\n", prog, step, msg);
+	}
+	fflush(stdout);
+}
+
+static void note_closed(struct client *cl, const char *reason, bool clean)
+{
+	if (cl->closed)
+		return;
+	cl->closed = true;
+	cl->close_clean = clean;
+	snprintf(cl->close_reason, sizeof(cl->close_reason), "%s", reason);
+}
+
+/* Check the control channel: the server may have said BYE or ERROR. */
+static void check_ctrl(struct client *cl)
+{
+	struct srdma_err err;
+	int rc = srdma_conn_poll_ctrl(cl->c, &err);
+
+	if (rc > 0)
+		note_closed(cl, strcmp(err.msg, "bye") ? err.msg : "server said bye",
+			    strcmp(err.msg, "bye") == 0);
+	else if (rc < 0)
+		note_closed(cl, err.msg, false);
+}
+
+/*
+ * Wait for both halves of an operation: our send's completion and the
+ * server's reply (either may come first). *reply gets the reply's completion.
+ */
+static int wait_op(struct client *cl, struct ibv_wc *reply, const char *step)
+{
+	double deadline = now_us() + OP_TIMEOUT_MS * 1000.0;
+	bool sent = false, replied = false;
+
+	while (!sent || !replied) {
+		int left = (int)((deadline - now_us()) / 1000);
+		struct ibv_wc wc;
+		int n = srdma_conn_next_wc(cl->c, left > 0 ? left : 0, &wc);
+
+		if (n < 0) {
+			report_error(step, strerror(-n));
+			return -1;
+		}
+		if (n == 0) {
+			check_ctrl(cl);
+			report_error(step, cl->closed ? cl->close_reason :
+				     "timed out waiting for the server");
+			return -1;
+		}
+		if (wc.status != IBV_WC_SUCCESS) {
+			report_error(step, ibv_wc_status_str(wc.status));
+			note_closed(cl, "QP error", false);
+			return -1;
+		}
+		if (wc.opcode & IBV_WC_RECV) {
+			*reply = wc;
+			replied = true;
+		} else {
+			sent = true;
+		}
+	}
+	return 0;
+}
+
+static int post(struct client *cl, enum ibv_wr_opcode op, uint32_t len)
+{
+	const struct srdma_buf *b = srdma_conn_send_buf(cl->c);
+	struct ibv_sge sge = { .addr = (uintptr_t)b->addr, .length = len, .lkey = b->lkey };
+	struct ibv_send_wr wr = {
+		.wr_id = 0,
+		.sg_list = &sge,
+		.num_sge = 1,
+		.opcode = op,
+	}, *bad;
+
+	if (op == IBV_WR_RDMA_WRITE_WITH_IMM) {
+		wr.wr.rdma.remote_addr = cl->info->remote_addr;
+		wr.wr.rdma.rkey = cl->info->remote_rkey;
+		wr.imm_data = htonl(len);
+	}
+	return ibv_post_send(srdma_conn_qp(cl->c), &wr, &bad);
+}
+
+/* The reply in receive slot wc->wr_id: check its kind, copy it out, repost. */
+static int take_reply(struct client *cl, const struct ibv_wc *wc, uint32_t want_imm,
+		      void *out, size_t *len, const char *step)
+{
+	unsigned int slot = (unsigned int)wc->wr_id;
+	const char *in = (const char *)srdma_conn_recv_buf(cl->c)->addr + slot * cl->bs;
+
+	if (slot >= SRDMA_SLOTS || !(wc->wc_flags & IBV_WC_WITH_IMM) ||
+	    ntohl(wc->imm_data) != want_imm) {
+		report_error(step, "unexpected message from the server");
+		return -1;
+	}
+	memcpy(out, in, wc->byte_len);
+	*len = wc->byte_len;
+	if (srdma_conn_post_recv(cl->c, slot)) {
+		report_error(step, "cannot post a receive");
+		return -1;
+	}
+	return 0;
+}
+
+static void add_rtt(struct stats *st, double rtt)
+{
+	if (st->echoes + st->writes == 1 || rtt < st->rtt_min)
+		st->rtt_min = rtt;
+	if (rtt > st->rtt_max)
+		st->rtt_max = rtt;
+	st->rtt_sum += rtt;
+}
+
+static int do_send(struct client *cl, const char *text, bool quiet)
+{
+	size_t len = strlen(text), got;
+	struct ibv_wc wc;
+	char *reply;
+	double t0, rtt;
+
+	if (len == 0 || len > cl->bs) {
+		report_error("send", len ? "text longer than the buffer size" : "nothing to send");
+		return -1;
+	}
+	reply = malloc(cl->bs);
+	if (!reply)
+		return -1;
+	memcpy(srdma_conn_send_buf(cl->c)->addr, text, len);
+	t0 = now_us();
+	if (post(cl, IBV_WR_SEND, (uint32_t)len)) {
+		report_error("send", "ibv_post_send failed");
+		goto fail;
+	}
+	if (wait_op(cl, &wc, "echo") ||
+	    take_reply(cl, &wc, APP_IMM_ECHO, reply, &got, "echo"))
+		goto fail;
+	rtt = now_us() - t0;
+	if (got != len || memcmp(reply, text, len)) {
+		report_error("echo", "the echo differs from what was sent");
+		goto fail;
+	}
+	cl->st.echoes++;
+	cl->st.bytes += len;
+	add_rtt(&cl->st, rtt);
+	if (json) {
+		printf("{\"event\":\"echo\",\"data\":");
+		json_string(stdout, reply, got);
+		printf(",\"rtt_us\":%.1f}\n", rtt);
+	} else if (!quiet) {
+		printf("echo: %.*s (%.1f us)\n", (int)got, reply, rtt);
+	}
+	fflush(stdout);
+	free(reply);
+	return 0;
+fail:
+	cl->st.failures++;
+	free(reply);
+	return -1;
+}
+
+static int do_write(struct client *cl, const char *text, bool quiet)
+{
+	size_t len = strlen(text), got;
+	unsigned char ack[APP_ACK_LEN], mine[32];
+	uint32_t be;
+	struct ibv_wc wc;
+	double t0, rtt;
+	bool ok;
+
+	if (cl->info->remote_len == 0) {
+		report_error("write", "the server offers no write window");
+		return -1;
+	}
+	if (len == 0 || len > cl->bs || len > cl->info->remote_len) {
+		report_error("write", len ? "text longer than the window" : "nothing to write");
+		return -1;
+	}
+	memcpy(srdma_conn_send_buf(cl->c)->addr, text, len);
+	if (sha256(text, len, mine))
+		return -1;
+	t0 = now_us();
+	if (post(cl, IBV_WR_RDMA_WRITE_WITH_IMM, (uint32_t)len)) {
+		report_error("write", "ibv_post_send failed");
+		goto fail;
+	}
+	if (wait_op(cl, &wc, "write") ||
+	    take_reply(cl, &wc, APP_IMM_WRITE_ACK, ack, &got, "write"))
+		goto fail;
+	rtt = now_us() - t0;
+	memcpy(&be, ack, 4);
+	ok = got == APP_ACK_LEN && ntohl(be) == len && memcmp(ack + 4, mine, 32) == 0;
+	if (ok) {
+		cl->st.writes++;
+		cl->st.bytes += len;
+		add_rtt(&cl->st, rtt);
+	} else {
+		cl->st.failures++;
+	}
+	if (json)
+		printf("{\"event\":\"write\",\"bytes\":%zu,\"ok\":%s,\"rtt_us\":%.1f}\n", len,
+		       ok ? "true" : "false", rtt);
+	else if (!ok)
+		fprintf(stderr, "%s: write failed: the server read something else "
+			"(SHA-256 mismatch)\n", prog);
+	else if (!quiet)
+		printf("write: %zu bytes, server confirmed (SHA-256 match, %.1f us)\n", len, rtt);
+	fflush(stdout);
+	return ok ? 0 : -1;
+fail:
+	cl->st.failures++;
+	return -1;
+}
+
+static void do_auto(struct client *cl, unsigned long n)
+{
+	unsigned long ok_e = 0, ok_w = 0;
+	double t0 = now_us();
+	char text[64];
+
+	for (unsigned long i = 1; i <= n && !cl->closed; i++) {
+		snprintf(text, sizeof(text), "auto message %lu of %lu", i, n);
+		if (do_send(cl, text, true) == 0)
+			ok_e++;
+		snprintf(text, sizeof(text), "auto write %lu of %lu", i, n);
+		if (do_write(cl, text, true) == 0)
+			ok_w++;
+	}
+	if (json)
+		printf("{\"event\":\"auto\",\"rounds\":%lu,\"echoes_ok\":%lu,\"writes_ok\":%lu,"
+		       "\"elapsed_ms\":%.1f}\n", n, ok_e, ok_w, (now_us() - t0) / 1000);
+	else
+		printf("auto: %lu rounds: %lu/%lu echoes ok, %lu/%lu writes ok, %.1f ms\n", n,
+		       ok_e, n, ok_w, n, (now_us() - t0) / 1000);
+	fflush(stdout);
+}
+
+static void do_stats(struct client *cl)
+{
+	unsigned long ops = cl->st.echoes + cl->st.writes;
+	double avg = ops ? cl->st.rtt_sum / ops : 0;
+
+	if (json)
+		printf("{\"event\":\"stats\",\"echoes\":%lu,\"writes\":%lu,\"failures\":%lu,"
+		       "\"bytes\":%llu,\"rtt_min_us\":%.1f,\"rtt_avg_us\":%.1f,\"rtt_max_us\":%.1f}\n",
+		       cl->st.echoes, cl->st.writes, cl->st.failures, cl->st.bytes,
+		       cl->st.rtt_min, avg, cl->st.rtt_max);
+	else
+		printf("stats: %lu echoes, %lu writes, %lu failures, %llu bytes; "
+		       "rtt min/avg/max %.1f/%.1f/%.1f us\n", cl->st.echoes, cl->st.writes,
+		       cl->st.failures, cl->st.bytes, cl->st.rtt_min, avg, cl->st.rtt_max);
+	fflush(stdout);
+}
+
+static void print_connected(const struct srdma_conn_info *i)
+{
+	if (json) {
+		printf("{\"event\":\"connected\",\"server\":");
+		json_string(stdout, i->peer_addr, strlen(i->peer_addr));
+		printf(",\"local_qpn\":%u,\"remote_qpn\":%u", i->local_qpn, i->remote_qpn);
+		printf(",\"local_psn\":%u,\"remote_psn\":%u", i->local_psn, i->remote_psn);
+		printf(",\"tls\":\"%s\",\"cipher\":\"%s\",\"device\":", i->tls_version,
+		       i->tls_cipher);
+		json_string(stdout, i->dev_name, strlen(i->dev_name));
+		printf(",\"mtu\":%d,\"window_bytes\":%u}\n", 128 << i->path_mtu, i->remote_len);
+	} else {
+		printf("connected to %s: %s %s, %s QPN 0x%06x <-> 0x%06x, MTU %d, PSNs verified\n",
+		       i->peer_addr, i->tls_version, i->tls_cipher, i->dev_name, i->local_qpn,
+		       i->remote_qpn, 128 << i->path_mtu);
+		if (verbose)
+			printf("PSN local 0x%06x remote 0x%06x; server window rkey 0x%x, %u bytes\n",
+			       i->local_psn, i->remote_psn, i->remote_rkey, i->remote_len);
+	}
+	fflush(stdout);
+}
+
+static void print_help(void)
+{
+	printf("commands: send TEXT | write TEXT | auto [N] | stats | info | help | quit\n");
+}
+
+/* Run one command line; returns false to quit. */
+static bool run_command(struct client *cl, char *line)
+{
+	char *cmd = line, *arg;
+	unsigned long n = 10;
+
+	while (*cmd == ' ' || *cmd == '\t')
+		cmd++;
+	if (!*cmd || *cmd == '#')
+		return true;
+	arg = cmd + strcspn(cmd, " \t");
+	if (*arg) {
+		*arg++ = '\0';
+		while (*arg == ' ' || *arg == '\t')
+			arg++;
+	}
+	if (!strcmp(cmd, "send"))
+		do_send(cl, arg, false);
+	else if (!strcmp(cmd, "write"))
+		do_write(cl, arg, false);
+	else if (!strcmp(cmd, "auto")) {
+		if (*arg && !parse_ulong(prog, "auto", arg, 1, 1000000, &n))
+			return true;
+		do_auto(cl, n);
+	} else if (!strcmp(cmd, "stats"))
+		do_stats(cl);
+	else if (!strcmp(cmd, "info"))
+		print_connected(cl->info);
+	else if (!strcmp(cmd, "help"))
+		print_help();
+	else if (!strcmp(cmd, "quit") || !strcmp(cmd, "exit"))
+		return false;
+	else
+		report_error("command", "unknown command (try 'help')");
+	return true;
+}
+
+static void session(struct client *cl)
+{
+	char line[8192];
+
+	for (;;) {
+		struct pollfd p[2] = {
+			{ .fd = STDIN_FILENO, .events = POLLIN },
+			{ .fd = srdma_conn_ctrl_fd(cl->c), .events = POLLIN },
+		};
+		size_t len;
+
+		check_ctrl(cl);
+		if (cl->closed)
+			return;
+		if (interactive) {
+			fputs("srdma> ", stdout);
+			fflush(stdout);
+		}
+		if (poll(p, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			note_closed(cl, strerror(errno), false);
+			return;
+		}
+		if (p[1].revents) {
+			check_ctrl(cl);
+			if (cl->closed)
+				return;
+		}
+		if (!p[0].revents)
+			continue;
+		if (!fgets(line, sizeof(line), stdin))
+			return;	/* EOF: quit */
+		len = strlen(line);
+		if (len && line[len - 1] == '\n')
+			line[--len] = '\0';
+		else if (len == sizeof(line) - 1) {
+			int ch;
+
+			while ((ch = getchar()) != EOF && ch != '\n')
+				;
+			report_error("command", "line too long");
+			continue;
+		}
+		if (!run_command(cl, line))
+			return;
+	}
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "port", required_argument, NULL, 'p' },
+		{ "ca", required_argument, NULL, 'a' },
+		{ "cert", required_argument, NULL, 'c' },
+		{ "key", required_argument, NULL, 'k' },
+		{ "server-name", required_argument, NULL, 'n' },
+		{ "dev", required_argument, NULL, 'd' },
+		{ "ib-port", required_argument, NULL, 'i' },
+		{ "gid-index", required_argument, NULL, 'g' },
+		{ "buf-size", required_argument, NULL, 's' },
+		{ "timeout", required_argument, NULL, 't' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 }
+	};
+	struct srdma_client_opts o;
+	struct client cl = { 0 };
+	struct srdma_err err;
+	unsigned long v;
+	int ch;
+
+	srdma_client_opts_init(&o);
+	while ((ch = getopt_long(argc, argv, "p:a:c:k:n:d:i:g:s:t:jvVh", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'p':
+			if (!parse_ulong(prog, "--port", optarg, 1, 65535, &v))
+				return 2;
+			o.port = (uint16_t)v;
+			break;
+		case 'a': o.ca_file = optarg; break;
+		case 'c': o.cert_file = optarg; break;
+		case 'k': o.key_file = optarg; break;
+		case 'n': o.server_name = optarg; break;
+		case 'd': o.rdma.dev_name = optarg; break;
+		case 'i':
+			if (!parse_ulong(prog, "--ib-port", optarg, 1, 255, &v))
+				return 2;
+			o.rdma.ib_port = (int)v;
+			break;
+		case 'g':
+			if (!parse_ulong(prog, "--gid-index", optarg, 0, 65535, &v))
+				return 2;
+			o.rdma.gid_index = (int)v;
+			break;
+		case 's':
+			if (!parse_ulong(prog, "--buf-size", optarg, 64, SRDMA_MAX_BUF_SIZE, &v))
+				return 2;
+			o.rdma.buf_size = v;
+			break;
+		case 't':
+			if (!parse_ulong(prog, "--timeout", optarg, 100, 600000, &v))
+				return 2;
+			o.handshake_ms = (int)v;
+			break;
+		case 'j': json = true; break;
+		case 'v': verbose = true; break;
+		case 'V': printf("srdma-client %s\n", srdma_version()); return 0;
+		case 'h': usage(stdout); return 0;
+		default:
+			fprintf(stderr, "Try '%s --help'.\n", prog);
+			return 2;
+		}
+	}
+	if (optind != argc - 1) {
+		fprintf(stderr, "%s: %s\nTry '%s --help'.\n", prog,
+			optind >= argc ? "no HOST given" : "more than one HOST given", prog);
+		return 2;
+	}
+	if (!o.ca_file) {
+		fprintf(stderr, "%s: --ca is required: the server's certificate is always verified\n"
+			"Try '%s --help'.\n", prog, prog);
+		return 2;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	interactive = isatty(STDIN_FILENO) && !json;
+
+	if (srdma_connect(&o, argv[optind], &cl.c, &err)) {
+		report_error(err.step, err.msg);
+		return 1;
+	}
+	cl.info = srdma_conn_info(cl.c);
+	cl.bs = srdma_conn_buf_size(cl.c);
+	print_connected(cl.info);
+	if (interactive)
+		print_help();
+
+	session(&cl);
+	if (!cl.closed)
+		note_closed(&cl, "quit", true);
+	if (json) {
+		printf("{\"event\":\"closed\",\"reason\":");
+		json_string(stdout, cl.close_reason, strlen(cl.close_reason));
+		printf("}\n");
+	} else {
+		printf("closed: %s\n", cl.close_reason);
+	}
+	fflush(stdout);
+	srdma_conn_close(cl.c, 0, NULL);
+	return cl.close_clean ? 0 : 1;
+}

@@ -1,0 +1,648 @@
+/*
+ * srdma-server: serves secure RDMA connections to srdma-client.
+ *
+ * One thread runs an epoll loop over the listening socket, a signalfd, and
+ * each connected client's TLS socket and completion channel: an idle server
+ * sleeps in epoll_wait. The blocking part of a new connection (TLS, parameter
+ * exchange, QP setup) runs in a short-lived thread per connection, capped.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+
+#include <srdma.h>
+#include "common.h"
+
+static const char *prog = "srdma-server";
+static int verbose;
+
+enum slot_state { SLOT_FREE, SLOT_HANDSHAKE, SLOT_READY, SLOT_ACTIVE };
+
+struct slot {
+	enum slot_state state;
+	unsigned int id;		/* connection number, for the log */
+	int fd;				/* the socket while handshaking */
+	pthread_t thread;
+	struct srdma_conn *conn;
+	struct srdma_err err;		/* handshake result */
+	int rc;
+	bool send_busy[SRDMA_SLOTS];
+	unsigned long echoes, writes;
+	unsigned long long bytes;
+};
+
+/* Rejections ("server full") also need a TLS handshake: a few at a time. */
+#define MAX_REJECTS 8
+struct reject {
+	bool busy;
+	bool done;
+	int fd;
+	pthread_t thread;
+};
+
+struct server {
+	struct srdma_listener *l;
+	int epfd, sigfd, evfd;
+	struct slot *slots;
+	unsigned int max_clients, next_id;
+	struct reject rejects[MAX_REJECTS];
+	pthread_mutex_t lock;		/* slot state set by handshake threads */
+};
+
+/* epoll data: pointer-sized tags (kind in the low bits of a slot index). */
+enum { EV_LISTEN = 1, EV_SIGNAL, EV_HANDSHAKE, EV_CTRL, EV_CQ };
+#define EV_TAG(kind, idx) (((uint64_t)(idx) << 8) | (kind))
+
+static void logf_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void logf_(const char *fmt, ...)
+{
+	char ts[32];
+	struct timespec now;
+	struct tm tm;
+	va_list ap;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	localtime_r(&now.tv_sec, &tm);
+	strftime(ts, sizeof(ts), "%H:%M:%S", &tm);
+	printf("%s.%03ld ", ts, now.tv_nsec / 1000000);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	putchar('\n');
+	fflush(stdout);
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+"Usage: srdma-server --cert FILE --key FILE [OPTIONS]\n"
+"\n"
+"Serve secure RDMA reliable connections. Each client meets the server over\n"
+"TLS (1.2 minimum, 1.3 preferred), both exchange random 24-bit PSNs and queue\n"
+"pair parameters only over TLS, then each side brings its own RC QP up with\n"
+"raw verbs and checks it with ibv_query_qp. Every client gets its own PD,\n"
+"CQs, QP and memory. The server echoes each SEND back and accepts RDMA WRITEs\n"
+"into the client's window, acknowledging each with a SHA-256 of what landed.\n"
+"\n"
+"Options:\n"
+"  -p, --port PORT        TCP port for TLS (default 4433)\n"
+"  -b, --bind ADDR        address to listen on (default: all, IPv6 and IPv4)\n"
+"  -c, --cert FILE        server certificate chain, PEM (required)\n"
+"  -k, --key FILE         server private key, PEM (required)\n"
+"  -C, --client-ca FILE   require client certificates issued by this CA\n"
+"  -m, --max-clients N    clients served at once, 1..100000 (default 10); one\n"
+"                         more is told \"server full\" over TLS and closed\n"
+"  -d, --dev NAME         RDMA device (default: the first)\n"
+"  -i, --ib-port N        device port (default 1)\n"
+"  -g, --gid-index N      GID index (default: a RoCE v2 GID with an IPv4\n"
+"                         address, else a RoCE v2 GID, else 0)\n"
+"  -s, --buf-size BYTES   message slot and write window size, 64..1073741824\n"
+"                         (default 4096)\n"
+"  -t, --handshake-timeout MS  deadline for a client's whole setup\n"
+"                         (default 10000)\n"
+"  -v, --verbose          also log PSNs, rkeys and window addresses (secrets)\n"
+"  -V, --version          print the version\n"
+"  -h, --help             show this help\n"
+"\n"
+"SIGINT or SIGTERM: says BYE to every client, frees everything, exits 0.\n"
+"Exit status: 0 after a signal, 1 when setup fails (the message says which\n"
+"step and why), 2 on bad usage.\n");
+}
+
+static void close_slot(struct server *s, struct slot *sl, uint16_t code,
+		       const char *reason)
+{
+	if (sl->conn) {
+		int ctrl = srdma_conn_ctrl_fd(sl->conn);
+		struct ibv_comp_channel *ch = srdma_conn_channel(sl->conn);
+
+		epoll_ctl(s->epfd, EPOLL_CTL_DEL, ctrl, NULL);
+		epoll_ctl(s->epfd, EPOLL_CTL_DEL, ch->fd, NULL);
+		srdma_conn_close(sl->conn, code, reason);
+		sl->conn = NULL;
+		logf_("client %u: closed: %s (%lu echoes, %lu writes, %llu bytes)", sl->id,
+		      reason, sl->echoes, sl->writes, sl->bytes);
+	}
+	pthread_mutex_lock(&s->lock);
+	sl->state = SLOT_FREE;
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* --- new connections --- */
+
+static void *handshake_thread(void *arg)
+{
+	struct server *s = ((void **)arg)[0];
+	struct slot *sl = ((void **)arg)[1];
+	uint64_t one = 1;
+
+	free(arg);
+	sl->rc = srdma_server_handshake(s->l, sl->fd, &sl->conn, &sl->err);
+	pthread_mutex_lock(&s->lock);
+	sl->state = SLOT_READY;
+	pthread_mutex_unlock(&s->lock);
+	if (write(s->evfd, &one, sizeof(one)) < 0)
+		perror("srdma-server: eventfd");
+	return NULL;
+}
+
+static void *reject_thread(void *arg)
+{
+	struct server *s = ((void **)arg)[0];
+	struct reject *r = ((void **)arg)[1];
+	uint64_t one = 1;
+
+	free(arg);
+	srdma_server_reject(s->l, r->fd, 1 /* server full */, "server full");
+	__atomic_store_n(&r->done, true, __ATOMIC_RELEASE);
+	if (write(s->evfd, &one, sizeof(one)) < 0)
+		perror("srdma-server: eventfd");
+	return NULL;
+}
+
+static bool start_thread(pthread_t *t, void *(*fn)(void *), void *a, void *b)
+{
+	void **arg = malloc(2 * sizeof(void *));
+
+	if (!arg)
+		return false;
+	arg[0] = a;
+	arg[1] = b;
+	if (pthread_create(t, NULL, fn, arg)) {
+		free(arg);
+		return false;
+	}
+	return true;
+}
+
+static void reap_rejects(struct server *s, bool all)
+{
+	for (int i = 0; i < MAX_REJECTS; i++) {
+		struct reject *r = &s->rejects[i];
+
+		if (!r->busy)
+			continue;
+		if (!all && !__atomic_load_n(&r->done, __ATOMIC_ACQUIRE))
+			continue;
+		pthread_join(r->thread, NULL);
+		r->busy = false;
+	}
+}
+
+static void reject_full(struct server *s, int fd)
+{
+	for (int i = 0; i < MAX_REJECTS; i++) {
+		struct reject *r = &s->rejects[i];
+
+		if (r->busy)
+			continue;
+		r->busy = true;
+		r->done = false;
+		r->fd = fd;
+		if (start_thread(&r->thread, reject_thread, s, r)) {
+			logf_("refused a connection: server full (%u clients)", s->max_clients);
+			return;
+		}
+		r->busy = false;
+		break;
+	}
+	/* Too many refusals in flight: just close. */
+	logf_("refused a connection: server full, closed without TLS");
+	close(fd);
+}
+
+static void on_listen(struct server *s)
+{
+	for (;;) {
+		struct srdma_err err;
+		struct slot *sl = NULL;
+		int fd, rc = srdma_accept_fd(s->l, &fd, &err);
+
+		if (rc == -EAGAIN)
+			return;
+		if (rc) {
+			logf_("accept failed: %s", err.msg);
+			return;
+		}
+		pthread_mutex_lock(&s->lock);
+		for (unsigned int i = 0; i < s->max_clients && !sl; i++)
+			if (s->slots[i].state == SLOT_FREE)
+				sl = &s->slots[i];
+		if (sl)
+			sl->state = SLOT_HANDSHAKE;
+		pthread_mutex_unlock(&s->lock);
+		if (!sl) {
+			reject_full(s, fd);
+			continue;
+		}
+		memset(&sl->err, 0, sizeof(sl->err));
+		sl->id = ++s->next_id;
+		sl->fd = fd;
+		sl->conn = NULL;
+		sl->echoes = sl->writes = 0;
+		sl->bytes = 0;
+		memset(sl->send_busy, 0, sizeof(sl->send_busy));
+		if (!start_thread(&sl->thread, handshake_thread, s, sl)) {
+			logf_("client %u: cannot start a thread: %s", sl->id, strerror(errno));
+			close(fd);
+			sl->state = SLOT_FREE;
+		}
+	}
+}
+
+static bool watch(struct server *s, int fd, uint64_t tag)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = tag };
+
+	return epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev) == 0;
+}
+
+static void activate(struct server *s, struct slot *sl, unsigned int idx)
+{
+	const struct srdma_conn_info *i = srdma_conn_info(sl->conn);
+	struct ibv_comp_channel *ch = srdma_conn_channel(sl->conn);
+	int fl = fcntl(ch->fd, F_GETFL);
+
+	if (fl < 0 || fcntl(ch->fd, F_SETFL, fl | O_NONBLOCK) < 0 ||
+	    !watch(s, srdma_conn_ctrl_fd(sl->conn), EV_TAG(EV_CTRL, idx)) ||
+	    !watch(s, ch->fd, EV_TAG(EV_CQ, idx))) {
+		close_slot(s, sl, 6, "internal error");
+		return;
+	}
+	sl->state = SLOT_ACTIVE;
+	logf_("client %u: accepted from %s, %s %s%s%s", sl->id, i->peer_addr,
+	      i->tls_version, i->tls_cipher, i->peer_cert_subject[0] ? ", cert " : "",
+	      i->peer_cert_subject);
+	logf_("client %u: QP up on %s: QPN 0x%06x <-> 0x%06x, MTU %d, PSNs set and verified",
+	      sl->id, i->dev_name, i->local_qpn, i->remote_qpn,
+	      128 << i->path_mtu);
+	if (verbose)
+		logf_("client %u: PSN local 0x%06x remote 0x%06x; window addr 0x%llx rkey 0x%x len %zu",
+		      sl->id, i->local_psn, i->remote_psn,
+		      (unsigned long long)(uintptr_t)srdma_conn_window(sl->conn)->addr,
+		      srdma_conn_window(sl->conn)->rkey, srdma_conn_window(sl->conn)->len);
+}
+
+static void on_handshakes(struct server *s)
+{
+	uint64_t n;
+
+	if (read(s->evfd, &n, sizeof(n)) < 0 && errno != EAGAIN)
+		perror("srdma-server: eventfd");
+	reap_rejects(s, false);
+	for (unsigned int i = 0; i < s->max_clients; i++) {
+		struct slot *sl = &s->slots[i];
+		bool ready;
+
+		pthread_mutex_lock(&s->lock);
+		ready = sl->state == SLOT_READY;
+		pthread_mutex_unlock(&s->lock);
+		if (!ready)
+			continue;
+		pthread_join(sl->thread, NULL);
+		if (sl->rc) {
+			logf_("client %u: setup failed at %s: %s", sl->id, sl->err.step,
+			      sl->err.msg);
+			close_slot(s, sl, 0, "setup failed");
+			continue;
+		}
+		activate(s, sl, i);
+	}
+}
+
+/* --- traffic --- */
+
+static int post_send(struct srdma_conn *c, unsigned int slot, uint32_t len,
+		     uint32_t imm)
+{
+	const struct srdma_buf *b = srdma_conn_send_buf(c);
+	struct ibv_sge sge = {
+		.addr = (uintptr_t)b->addr + (uint64_t)slot * srdma_conn_buf_size(c),
+		.length = len,
+		.lkey = b->lkey,
+	};
+	struct ibv_send_wr wr = {
+		.wr_id = slot,
+		.sg_list = &sge,
+		.num_sge = 1,
+		.opcode = IBV_WR_SEND_WITH_IMM,
+		.imm_data = htonl(imm),
+	}, *bad;
+
+	return ibv_post_send(srdma_conn_qp(c), &wr, &bad);
+}
+
+/* A receive completed in slot: echo it, or acknowledge a write. */
+static int on_recv(struct slot *sl, const struct ibv_wc *wc)
+{
+	struct srdma_conn *c = sl->conn;
+	size_t bs = srdma_conn_buf_size(c);
+	unsigned int slot = (unsigned int)wc->wr_id;
+	unsigned char *out = (unsigned char *)srdma_conn_send_buf(c)->addr + slot * bs;
+	const unsigned char *in = (unsigned char *)srdma_conn_recv_buf(c)->addr + slot * bs;
+
+	if (wc->opcode == IBV_WC_RECV_RDMA_WITH_IMM) {
+		const struct srdma_buf *w = srdma_conn_window(c);
+		uint32_t len = ntohl(wc->imm_data);
+		uint32_t be;
+
+		if (len > w->len) {
+			logf_("client %u: write notification of %u bytes exceeds the %zu-byte window",
+			      sl->id, len, w->len);
+			return -1;
+		}
+		be = htonl(len);
+		memcpy(out, &be, 4);
+		if (sha256(w->addr, len, out + 4))
+			return -1;
+		sl->writes++;
+		sl->bytes += len;
+		if (verbose)
+			logf_("client %u: RDMA write of %u bytes: \"%.*s\"", sl->id, len,
+			      (int)(len > 60 ? 60 : len), (const char *)w->addr);
+		sl->send_busy[slot] = true;
+		return post_send(c, slot, APP_ACK_LEN, APP_IMM_WRITE_ACK) ? -1 : 0;
+	}
+	memcpy(out, in, wc->byte_len);
+	sl->echoes++;
+	sl->bytes += wc->byte_len;
+	sl->send_busy[slot] = true;
+	/* The receive slot goes back up when its echo has been sent. */
+	return post_send(c, slot, wc->byte_len, APP_IMM_ECHO) ? -1 : 0;
+}
+
+static void on_cq(struct server *s, struct slot *sl)
+{
+	struct ibv_wc wc;
+	int n;
+
+	while ((n = srdma_conn_next_wc(sl->conn, 0, &wc)) > 0) {
+		char why[96];
+
+		if (wc.status != IBV_WC_SUCCESS) {
+			snprintf(why, sizeof(why), "QP error: %s", ibv_wc_status_str(wc.status));
+			close_slot(s, sl, 5, why);
+			return;
+		}
+		if (wc.wr_id >= SRDMA_SLOTS) {
+			close_slot(s, sl, 6, "internal error: bad work request id");
+			return;
+		}
+		if (wc.opcode & IBV_WC_RECV) {
+			if (on_recv(sl, &wc)) {
+				close_slot(s, sl, 3, "bad RDMA message");
+				return;
+			}
+		} else {
+			sl->send_busy[wc.wr_id] = false;
+			if (srdma_conn_post_recv(sl->conn, (unsigned int)wc.wr_id)) {
+				close_slot(s, sl, 5, "cannot post a receive");
+				return;
+			}
+		}
+	}
+	if (n < 0)
+		close_slot(s, sl, 5, "completion queue error");
+}
+
+static void on_ctrl(struct server *s, struct slot *sl)
+{
+	struct srdma_err err;
+	int rc = srdma_conn_poll_ctrl(sl->conn, &err);
+	char why[sizeof(err.step) + sizeof(err.msg) + 2];
+
+	if (rc == 0)
+		return;
+	if (rc > 0)
+		snprintf(why, sizeof(why), "%s", strcmp(err.msg, "bye") ? err.msg : "client said bye");
+	else
+		snprintf(why, sizeof(why), "%s: %s", err.step, err.msg);
+	close_slot(s, sl, rc < 0 ? 3 : 0, why);
+}
+
+/* --- main --- */
+
+static int parse_args(int argc, char **argv, struct srdma_server_opts *o,
+		      unsigned int *max_clients)
+{
+	static const struct option longopts[] = {
+		{ "port", required_argument, NULL, 'p' },
+		{ "bind", required_argument, NULL, 'b' },
+		{ "cert", required_argument, NULL, 'c' },
+		{ "key", required_argument, NULL, 'k' },
+		{ "client-ca", required_argument, NULL, 'C' },
+		{ "max-clients", required_argument, NULL, 'm' },
+		{ "dev", required_argument, NULL, 'd' },
+		{ "ib-port", required_argument, NULL, 'i' },
+		{ "gid-index", required_argument, NULL, 'g' },
+		{ "buf-size", required_argument, NULL, 's' },
+		{ "handshake-timeout", required_argument, NULL, 't' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 }
+	};
+	unsigned long v;
+	int ch;
+
+	while ((ch = getopt_long(argc, argv, "p:b:c:k:C:m:d:i:g:s:t:vVh", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'p':
+			if (!parse_ulong(prog, "--port", optarg, 1, 65535, &v))
+				return 2;
+			o->port = (uint16_t)v;
+			break;
+		case 'b': o->bind_addr = optarg; break;
+		case 'c': o->cert_file = optarg; break;
+		case 'k': o->key_file = optarg; break;
+		case 'C': o->client_ca = optarg; break;
+		case 'm':
+			if (!parse_ulong(prog, "--max-clients", optarg, 1, 100000, &v))
+				return 2;
+			*max_clients = (unsigned int)v;
+			break;
+		case 'd': o->rdma.dev_name = optarg; break;
+		case 'i':
+			if (!parse_ulong(prog, "--ib-port", optarg, 1, 255, &v))
+				return 2;
+			o->rdma.ib_port = (int)v;
+			break;
+		case 'g':
+			if (!parse_ulong(prog, "--gid-index", optarg, 0, 65535, &v))
+				return 2;
+			o->rdma.gid_index = (int)v;
+			break;
+		case 's':
+			if (!parse_ulong(prog, "--buf-size", optarg, 64, SRDMA_MAX_BUF_SIZE, &v))
+				return 2;
+			o->rdma.buf_size = v;
+			break;
+		case 't':
+			if (!parse_ulong(prog, "--handshake-timeout", optarg, 100, 600000, &v))
+				return 2;
+			o->handshake_ms = (int)v;
+			break;
+		case 'v': verbose = 1; break;
+		case 'V': printf("srdma-server %s\n", srdma_version()); exit(0);
+		case 'h': usage(stdout); exit(0);
+		default:
+			fprintf(stderr, "Try '%s --help'.\n", prog);
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "%s: unexpected argument '%s'\nTry '%s --help'.\n", prog,
+			argv[optind], prog);
+		return 2;
+	}
+	if (!o->cert_file || !o->key_file) {
+		fprintf(stderr, "%s: --cert and --key are required\nTry '%s --help'.\n", prog, prog);
+		return 2;
+	}
+	return 0;
+}
+
+static void shutdown_all(struct server *s)
+{
+	/* Handshakes in flight fail fast once their sockets are shut. */
+	pthread_mutex_lock(&s->lock);
+	for (unsigned int i = 0; i < s->max_clients; i++)
+		if (s->slots[i].state == SLOT_HANDSHAKE)
+			shutdown(s->slots[i].fd, SHUT_RDWR);
+	pthread_mutex_unlock(&s->lock);
+	for (unsigned int i = 0; i < s->max_clients; i++) {
+		struct slot *sl = &s->slots[i];
+		enum slot_state st;
+
+		pthread_mutex_lock(&s->lock);
+		st = sl->state;
+		pthread_mutex_unlock(&s->lock);
+		if (st == SLOT_HANDSHAKE || st == SLOT_READY) {
+			pthread_join(sl->thread, NULL);
+			srdma_conn_close(sl->conn, 8, "server shutting down");
+			sl->conn = NULL;
+			sl->state = SLOT_FREE;
+		} else if (st == SLOT_ACTIVE) {
+			close_slot(s, sl, 0, "server shutting down");
+		}
+	}
+	for (int i = 0; i < MAX_REJECTS; i++)
+		if (s->rejects[i].busy)
+			shutdown(s->rejects[i].fd, SHUT_RDWR);
+	reap_rejects(s, true);
+}
+
+int main(int argc, char **argv)
+{
+	struct srdma_server_opts o;
+	struct server s = { .max_clients = SRDMA_DEFAULT_MAX_CLIENTS,
+			    .epfd = -1, .sigfd = -1, .evfd = -1 };
+	struct srdma_err err;
+	sigset_t sigs;
+	int rc, status = 1;
+
+	srdma_server_opts_init(&o);
+	rc = parse_args(argc, argv, &o, &s.max_clients);
+	if (rc)
+		return rc;
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGTERM);
+	/* Blocked in every thread; read from the signalfd in the loop. */
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	pthread_mutex_init(&s.lock, NULL);
+
+	s.slots = calloc(s.max_clients, sizeof(*s.slots));
+	if (!s.slots) {
+		fprintf(stderr, "%s: out of memory\n", prog);
+		return 1;
+	}
+	if (srdma_listen(&o, &s.l, &err)) {
+		fprintf(stderr, "%s: %s failed: %s\n", prog, err.step, err.msg);
+		goto out;
+	}
+	s.epfd = epoll_create1(EPOLL_CLOEXEC);
+	s.sigfd = signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
+	s.evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (s.epfd < 0 || s.sigfd < 0 || s.evfd < 0 ||
+	    !watch(&s, srdma_listener_fd(s.l), EV_LISTEN) ||
+	    !watch(&s, s.sigfd, EV_SIGNAL) || !watch(&s, s.evfd, EV_HANDSHAKE)) {
+		fprintf(stderr, "%s: event setup failed: %s\n", prog, strerror(errno));
+		goto out;
+	}
+	logf_("srdma-server %s listening on %s port %u, up to %u clients%s",
+	      srdma_version(), o.bind_addr ? o.bind_addr : "all addresses",
+	      srdma_listener_port(s.l), s.max_clients,
+	      o.client_ca ? ", client certificates required" : "");
+
+	for (;;) {
+		struct epoll_event ev[64];
+		int n = epoll_wait(s.epfd, ev, 64, -1);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			fprintf(stderr, "%s: epoll_wait: %s\n", prog, strerror(errno));
+			break;
+		}
+		for (int k = 0; k < n; k++) {
+			uint64_t tag = ev[k].data.u64;
+			unsigned int idx = (unsigned int)(tag >> 8);
+
+			switch (tag & 0xff) {
+			case EV_LISTEN:
+				on_listen(&s);
+				break;
+			case EV_HANDSHAKE:
+				on_handshakes(&s);
+				break;
+			case EV_SIGNAL: {
+				struct signalfd_siginfo si;
+
+				if (read(s.sigfd, &si, sizeof(si)) != sizeof(si))
+					break;
+				logf_("signal %s: shutting down", strsignal((int)si.ssi_signo));
+				status = 0;
+				goto out;
+			}
+			case EV_CTRL:
+				if (s.slots[idx].state == SLOT_ACTIVE)
+					on_ctrl(&s, &s.slots[idx]);
+				break;
+			case EV_CQ:
+				if (s.slots[idx].state == SLOT_ACTIVE)
+					on_cq(&s, &s.slots[idx]);
+				break;
+			}
+		}
+	}
+out:
+	if (s.l)
+		shutdown_all(&s);
+	if (s.evfd >= 0)
+		close(s.evfd);
+	if (s.sigfd >= 0)
+		close(s.sigfd);
+	if (s.epfd >= 0)
+		close(s.epfd);
+	srdma_listener_free(s.l);
+	free(s.slots);
+	pthread_mutex_destroy(&s.lock);
+	if (status == 0)
+		logf_("stopped");
+	return status;
+}
