@@ -289,8 +289,12 @@ int srdma_conn_poll_ctrl(struct srdma_conn *c, struct srdma_err *err)
 			need += len;
 		}
 		if (c->ctrl_have < need) {
+			struct srdma_sigpipe_guard g;
+
+			srdma_sigpipe_block(&g);
 			r = SSL_read_ex(c->ssl, c->ctrl_buf + c->ctrl_have,
 					need - c->ctrl_have, &got);
+			srdma_sigpipe_unblock(&g);
 			if (r == 1) {
 				c->ctrl_have += got;
 				continue;
@@ -353,11 +357,15 @@ void srdma_conn_close(struct srdma_conn *c, uint16_t code, const char *text)
 		return;
 	deadline = srdma_now_ms() + 1000;
 	if (c->ssl && SSL_is_init_finished(c->ssl)) {
+		struct srdma_sigpipe_guard g;
+
 		if (code)
 			srdma_ctrl_send_error(c, code, text, deadline);
 		else
 			send_empty(c, SRDMA_MSG_BYE, deadline, NULL);
+		srdma_sigpipe_block(&g);
 		SSL_shutdown(c->ssl);
+		srdma_sigpipe_unblock(&g);
 		ERR_clear_error();
 	}
 	srdma_conn_free(c);

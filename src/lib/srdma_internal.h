@@ -2,6 +2,7 @@
 #ifndef SRDMA_INTERNAL_H
 #define SRDMA_INTERNAL_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -21,6 +22,18 @@ void srdma_set_err(struct srdma_err *e, int code, const char *step,
 int64_t srdma_now_ms(void);
 /* Milliseconds left until deadline (>= 0); deadline < 0 means none: -1. */
 int srdma_ms_left(int64_t deadline);
+
+/*
+ * A library must not kill its caller with SIGPIPE when a peer has gone:
+ * OpenSSL writes with write(2). Around every SSL call that may write, SIGPIPE
+ * is blocked in the calling thread, and one raised by the call is consumed.
+ */
+struct srdma_sigpipe_guard {
+	sigset_t old;
+	bool was_pending;
+};
+void srdma_sigpipe_block(struct srdma_sigpipe_guard *g);
+void srdma_sigpipe_unblock(struct srdma_sigpipe_guard *g);
 
 /* --- PSN (psn.c) --- */
 

@@ -17,19 +17,24 @@
 
 void srdma_tls_reason(SSL *ssl, char *buf, size_t len)
 {
-	unsigned long e = ERR_peek_last_error();
-	const char *reason = e ? ERR_reason_error_string(e) : NULL;
+	/* The first error queued is the root cause ("No such file or
+	 * directory"); the last is OpenSSL's outermost summary ("system lib"). */
+	unsigned long e = ERR_peek_error();
 	long v = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
+	char reason[160];
 
-	if (v != X509_V_OK)
-		snprintf(buf, len, "%s: %s", reason ? reason : "verify failed",
-			 X509_verify_cert_error_string(v));
-	else if (reason)
-		snprintf(buf, len, "%s", reason);
-	else if (e)
-		snprintf(buf, len, "OpenSSL error 0x%lx", e);
+	if (!e)
+		snprintf(reason, sizeof(reason), "unknown TLS failure");
+	else if (ERR_SYSTEM_ERROR(e))
+		snprintf(reason, sizeof(reason), "%s", strerror(ERR_GET_REASON(e)));
+	else if (ERR_reason_error_string(e))
+		snprintf(reason, sizeof(reason), "%s", ERR_reason_error_string(e));
 	else
-		snprintf(buf, len, "unknown TLS failure");
+		snprintf(reason, sizeof(reason), "OpenSSL error 0x%lx", e);
+	if (v != X509_V_OK)
+		snprintf(buf, len, "%s: %s", reason, X509_verify_cert_error_string(v));
+	else
+		snprintf(buf, len, "%s", reason);
 	ERR_clear_error();
 }
 
@@ -206,8 +211,12 @@ int srdma_tls_handshake(SSL *ssl, bool server, int64_t deadline,
 	char why[200];
 
 	for (;;) {
-		int r = server ? SSL_accept(ssl) : SSL_connect(ssl);
-		int e, rc;
+		struct srdma_sigpipe_guard g;
+		int r, e, rc;
+
+		srdma_sigpipe_block(&g);
+		r = server ? SSL_accept(ssl) : SSL_connect(ssl);
+		srdma_sigpipe_unblock(&g);
 
 		if (r == 1)
 			return 0;
@@ -259,9 +268,13 @@ int srdma_tls_read(SSL *ssl, void *buf, size_t n, int64_t deadline,
 	size_t have = 0;
 
 	while (have < n) {
+		struct srdma_sigpipe_guard g;
 		size_t got = 0;
-		int r = SSL_read_ex(ssl, (char *)buf + have, n - have, &got);
-		int e, rc;
+		int r, e, rc;
+
+		srdma_sigpipe_block(&g);
+		r = SSL_read_ex(ssl, (char *)buf + have, n - have, &got);
+		srdma_sigpipe_unblock(&g);
 
 		if (r == 1) {
 			have += got;
@@ -286,9 +299,13 @@ int srdma_tls_write(SSL *ssl, const void *buf, size_t n, int64_t deadline,
 	size_t done = 0;
 
 	while (done < n) {
+		struct srdma_sigpipe_guard g;
 		size_t put = 0;
-		int r = SSL_write_ex(ssl, (const char *)buf + done, n - done, &put);
-		int e, rc;
+		int r, e, rc;
+
+		srdma_sigpipe_block(&g);
+		r = SSL_write_ex(ssl, (const char *)buf + done, n - done, &put);
+		srdma_sigpipe_unblock(&g);
 
 		if (r == 1) {
 			done += put;

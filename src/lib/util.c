@@ -1,4 +1,7 @@
 /* Small helpers: error reports and deadlines. */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -56,4 +59,32 @@ void srdma_client_opts_init(struct srdma_client_opts *o)
 {
 	memset(o, 0, sizeof(*o));
 	o->rdma.gid_index = -1;
+}
+
+void srdma_sigpipe_block(struct srdma_sigpipe_guard *g)
+{
+	sigset_t pipe, pending;
+
+	sigemptyset(&pipe);
+	sigaddset(&pipe, SIGPIPE);
+	sigpending(&pending);
+	g->was_pending = sigismember(&pending, SIGPIPE) == 1;
+	pthread_sigmask(SIG_BLOCK, &pipe, &g->old);
+}
+
+void srdma_sigpipe_unblock(struct srdma_sigpipe_guard *g)
+{
+	if (!g->was_pending) {
+		/* Consume a SIGPIPE our write raised, before unblocking. */
+		struct timespec zero = { 0, 0 };
+		sigset_t pipe;
+		int saved = errno;
+
+		sigemptyset(&pipe);
+		sigaddset(&pipe, SIGPIPE);
+		while (sigtimedwait(&pipe, NULL, &zero) > 0)
+			;
+		errno = saved;
+	}
+	pthread_sigmask(SIG_SETMASK, &g->old, NULL);
 }

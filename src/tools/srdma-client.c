@@ -416,23 +416,94 @@ static bool run_command(struct client *cl, char *line)
 	return true;
 }
 
+/*
+ * Command lines from stdin, read with read(2) into our own buffer: stdio's
+ * buffer would hide lines already read from poll(), which only sees the fd.
+ */
+struct line_reader {
+	char buf[8192];
+	size_t len;
+	bool eof, overlong;
+};
+
+/* Next complete line into out (NUL-terminated): 1, none buffered: 0, EOF: -1. */
+static int next_line(struct line_reader *r, char *out, size_t cap)
+{
+	char *nl = memchr(r->buf, '\n', r->len);
+	size_t n;
+
+	if (!nl && !(r->eof && r->len))
+		return r->eof ? -1 : 0;
+	n = nl ? (size_t)(nl - r->buf) : r->len;
+	memcpy(out, r->buf, n < cap ? n : cap - 1);
+	out[n < cap ? n : cap - 1] = '\0';
+	if (nl)
+		n++;
+	memmove(r->buf, r->buf + n, r->len - n);
+	r->len -= n;
+	return 1;
+}
+
+/* Read what stdin has; a line longer than the buffer is dropped whole. */
+static void fill_lines(struct line_reader *r)
+{
+	ssize_t n = read(STDIN_FILENO, r->buf + r->len, sizeof(r->buf) - r->len);
+
+	if (n < 0 && (errno == EINTR || errno == EAGAIN))
+		return;
+	if (n <= 0) {
+		r->eof = true;
+		return;
+	}
+	r->len += (size_t)n;
+	if (r->len == sizeof(r->buf) && !memchr(r->buf, '\n', r->len)) {
+		r->len = 0;
+		r->overlong = true;
+	} else if (r->overlong) {
+		char *nl = memchr(r->buf, '\n', r->len);
+
+		if (nl) {	/* the rest of the overlong line ends here */
+			size_t k = (size_t)(nl - r->buf) + 1;
+
+			memmove(r->buf, r->buf + k, r->len - k);
+			r->len -= k;
+			r->overlong = false;
+			report_error("command", "line too long");
+		} else {
+			r->len = 0;
+		}
+	}
+}
+
 static void session(struct client *cl)
 {
-	char line[8192];
+	static struct line_reader in;
+	char line[sizeof(in.buf)];
+	bool prompted = false;
 
 	for (;;) {
 		struct pollfd p[2] = {
 			{ .fd = STDIN_FILENO, .events = POLLIN },
 			{ .fd = srdma_conn_ctrl_fd(cl->c), .events = POLLIN },
 		};
-		size_t len;
+		int got;
 
 		check_ctrl(cl);
 		if (cl->closed)
 			return;
-		if (interactive) {
+		got = next_line(&in, line, sizeof(line));
+		if (got < 0)
+			return;	/* EOF: quit */
+		if (got > 0) {
+			prompted = false;
+			if (!run_command(cl, line))
+				return;
+			continue;
+		}
+		if (interactive && !prompted) {
 			fputs("srdma> ", stdout);
 			fflush(stdout);
+			prompted = true;
 		}
 		if (poll(p, 2, -1) < 0) {
 			if (errno == EINTR)
@@ -440,28 +511,8 @@ static void session(struct client *cl)
 			note_closed(cl, strerror(errno), false);
 			return;
 		}
-		if (p[1].revents) {
-			check_ctrl(cl);
-			if (cl->closed)
-				return;
-		}
-		if (!p[0].revents)
-			continue;
-		if (!fgets(line, sizeof(line), stdin))
-			return;	/* EOF: quit */
-		len = strlen(line);
-		if (len && line[len - 1] == '\n')
-			line[--len] = '\0';
-		else if (len == sizeof(line) - 1) {
-			int ch;
-
-			while ((ch = getchar()) != EOF && ch != '\n')
-				;
-			report_error("command", "line too long");
-			continue;
-		}
-		if (!run_command(cl, line))
-			return;
+		if (p[0].revents)
+			fill_lines(&in);
 	}
 }
 

@@ -1,0 +1,186 @@
+/*
+ * Library-level RDMA tests: a server and a client in one process, on the
+ * device's loopback (two QPs on one device). Needs an RDMA device.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdbool.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "srdma.h"
+
+static char cert[300], key[300], ca[300];
+static uint16_t port;
+
+struct accept_arg {
+	struct srdma_listener *l;
+	struct srdma_conn *c;
+	struct srdma_err err;
+	int rc;
+};
+
+static void *accept_thread(void *p)
+{
+	struct accept_arg *a = p;
+
+	a->rc = srdma_accept(a->l, &a->c, &a->err);
+	return NULL;
+}
+
+/* One secure connection: *sc server side, *cc client side. */
+static void connect_pair(struct srdma_listener *l, struct srdma_conn **sc,
+			 struct srdma_conn **cc)
+{
+	struct srdma_client_opts co;
+	struct accept_arg a = { .l = l };
+	struct srdma_err err;
+	pthread_t t;
+	int rc;
+
+	srdma_client_opts_init(&co);
+	co.port = port;
+	co.ca_file = ca;
+	assert_int_equal(pthread_create(&t, NULL, accept_thread, &a), 0);
+	rc = srdma_connect(&co, "localhost", cc, &err);
+	if (rc)
+		fprintf(stderr, "connect: %s: %s\n", err.step, err.msg);
+	pthread_join(t, NULL);
+	if (a.rc)
+		fprintf(stderr, "accept: %s: %s\n", a.err.step, a.err.msg);
+	assert_int_equal(rc, 0);
+	assert_int_equal(a.rc, 0);
+	*sc = a.c;
+}
+
+/* What the device holds for qp must be what the handshake negotiated. */
+static void assert_qp_holds(struct srdma_conn *mine, struct srdma_conn *peer)
+{
+	const struct srdma_conn_info *m = srdma_conn_info(mine), *p = srdma_conn_info(peer);
+	struct ibv_qp_attr a;
+	struct ibv_qp_init_attr ia;
+
+	assert_int_equal(ibv_query_qp(srdma_conn_qp(mine), &a, IBV_QP_STATE | IBV_QP_RQ_PSN |
+				      IBV_QP_SQ_PSN | IBV_QP_DEST_QPN, &ia), 0);
+	assert_int_equal(a.qp_state, IBV_QPS_RTS);
+	/* Ours sends from our PSN; receives from the peer's. */
+	assert_int_equal(a.sq_psn, m->local_psn);
+	assert_int_equal(a.rq_psn, p->local_psn);
+	assert_int_equal(a.dest_qp_num, p->local_qpn);
+	assert_int_equal(m->remote_psn, p->local_psn);
+	assert_int_equal(m->remote_qpn, p->local_qpn);
+	assert_int_equal(srdma_conn_qp(mine)->qp_num, m->local_qpn);
+}
+
+static void psns_in_effect_and_fresh_per_connection(void **state)
+{
+	struct srdma_server_opts so;
+	struct srdma_listener *l;
+	struct srdma_conn *s[2], *c[2];
+	struct srdma_err err;
+	uint32_t psn[4];
+
+	(void)state;
+	srdma_server_opts_init(&so);
+	so.port = port;
+	so.cert_file = cert;
+	so.key_file = key;
+	assert_int_equal(srdma_listen(&so, &l, &err), 0);
+	for (int i = 0; i < 2; i++) {
+		connect_pair(l, &s[i], &c[i]);
+		assert_qp_holds(s[i], c[i]);
+		assert_qp_holds(c[i], s[i]);
+		assert_string_equal(srdma_conn_info(c[i])->tls_version, "TLSv1.3");
+		psn[2 * i] = srdma_conn_info(s[i])->local_psn;
+		psn[2 * i + 1] = srdma_conn_info(c[i])->local_psn;
+	}
+	/* Four independent 24-bit draws: equal ones would mean a broken
+	 * generator (chance of a false failure: ~6 in 2^24). */
+	for (int i = 0; i < 4; i++)
+		for (int j = i + 1; j < 4; j++)
+			assert_int_not_equal(psn[i], psn[j]);
+	for (int i = 0; i < 2; i++) {
+		srdma_conn_close(c[i], 0, NULL);
+		srdma_conn_close(s[i], 0, NULL);
+	}
+	srdma_listener_free(l);
+}
+
+static void send_crosses_the_qp(void **state)
+{
+	struct srdma_server_opts so;
+	struct srdma_listener *l;
+	struct srdma_conn *s, *c;
+	struct srdma_err err;
+	static const char msg[] = "over RDMA";
+	const struct srdma_buf *b;
+	struct ibv_sge sge;
+	struct ibv_send_wr wr, *bad;
+	struct ibv_wc wc;
+	bool got_recv = false;
+
+	(void)state;
+	srdma_server_opts_init(&so);
+	so.port = port;
+	so.cert_file = cert;
+	so.key_file = key;
+	assert_int_equal(srdma_listen(&so, &l, &err), 0);
+	connect_pair(l, &s, &c);
+
+	b = srdma_conn_send_buf(c);
+	memcpy(b->addr, msg, sizeof(msg));
+	sge = (struct ibv_sge){ .addr = (uintptr_t)b->addr, .length = sizeof(msg), .lkey = b->lkey };
+	wr = (struct ibv_send_wr){ .wr_id = 7, .sg_list = &sge, .num_sge = 1, .opcode = IBV_WR_SEND };
+	assert_int_equal(ibv_post_send(srdma_conn_qp(c), &wr, &bad), 0);
+	assert_int_equal(srdma_conn_next_wc(c, 5000, &wc), 1);
+	assert_int_equal(wc.status, IBV_WC_SUCCESS);
+	while (!got_recv) {
+		assert_int_equal(srdma_conn_next_wc(s, 5000, &wc), 1);
+		assert_int_equal(wc.status, IBV_WC_SUCCESS);
+		got_recv = wc.opcode == IBV_WC_RECV;
+	}
+	assert_int_equal(wc.byte_len, sizeof(msg));
+	assert_memory_equal((char *)srdma_conn_recv_buf(s)->addr +
+			    wc.wr_id * srdma_conn_buf_size(s), msg, sizeof(msg));
+
+	/* The client's BYE reaches the server's control channel. */
+	srdma_conn_close(c, 0, NULL);
+	for (int i = 0; i < 50; i++) {
+		int rc = srdma_conn_poll_ctrl(s, &err);
+
+		if (rc) {
+			assert_int_equal(rc, 1);
+			assert_string_equal(err.msg, "bye");
+			break;
+		}
+		usleep(20000);
+		assert_true(i < 49);
+	}
+	srdma_conn_close(s, 0, NULL);
+	srdma_listener_free(l);
+}
+
+static int setup(void **state)
+{
+	(void)state;
+	snprintf(cert, sizeof(cert), "%s/server.pem", SRDMA_TEST_CERTS);
+	snprintf(key, sizeof(key), "%s/server.key", SRDMA_TEST_CERTS);
+	snprintf(ca, sizeof(ca), "%s/ca.pem", SRDMA_TEST_CERTS);
+	port = (uint16_t)(20000 + getpid() % 20000);
+	return 0;
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(psns_in_effect_and_fresh_per_connection),
+		cmocka_unit_test(send_crosses_the_qp),
+	};
+	return cmocka_run_group_tests(tests, setup, NULL);
+}

@@ -1,0 +1,255 @@
+#!/usr/bin/env bash
+# End-to-end tests of srdma-server and srdma-client on an RDMA device.
+# Usage: tools.sh CASE (see the case list at the bottom).
+# Environment (set by CTest): SRDMA_BIN (the built programs), SRDMA_TEST_CERTS.
+set -uo pipefail
+. "$(dirname "$0")/lib.sh"
+
+bin=${SRDMA_BIN:?SRDMA_BIN not set}
+certs=${SRDMA_TEST_CERTS:?SRDMA_TEST_CERTS not set}
+dev=$(rdma_device) || exit 1
+tmp=$(mktemp -d)
+srv_pid=
+cleanup() {
+	[ -n "$srv_pid" ] && kill -9 "$srv_pid" 2>/dev/null
+	jobs -p | xargs -r kill -9 2>/dev/null
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+fail() {
+	echo "FAIL: $*" >&2
+	if [ -s "$tmp/server.log" ]; then
+		echo "--- server log" >&2
+		cat "$tmp/server.log" >&2
+	fi
+	exit 1
+}
+
+port=$(free_tcp_port)
+
+# start_server [ARGS...]: srdma-server on $port, log in $tmp/server.log.
+start_server() {
+	"$bin/srdma-server" --port "$port" --dev "$dev" --cert "$certs/server.pem" \
+		--key "$certs/server.key" "$@" >"$tmp/server.log" 2>&1 &
+	srv_pid=$!
+	wait_listen "$port" 30 || fail "server did not listen on port $port"
+}
+
+# stop_server: SIGTERM, and the server must exit 0.
+stop_server() {
+	local rc=0
+	kill -TERM "$srv_pid"
+	wait "$srv_pid" || rc=$?
+	srv_pid=
+	[ "$rc" = 0 ] || fail "server exited $rc after SIGTERM"
+}
+
+client() { # ARGS... (commands on stdin)
+	timeout 120 "$bin/srdma-client" --port "$port" --dev "$dev" --ca "$certs/ca.pem" "$@"
+}
+
+# feeder NAME: a FIFO $tmp/NAME.in held open on a new fd whose number goes
+# to NAME_fd; write commands to it, and a client reading it gets EOF (quits)
+# when this script exits. No stray "sleep" keeps CTest's pipes open.
+feeder() {
+	local f=$tmp/$1.in fd
+	mkfifo "$f"
+	exec {fd}<>"$f"
+	printf -v "$1_fd" '%s' "$fd"
+}
+
+# wait_for FILE PATTERN [SECONDS]: until FILE has a line matching PATTERN.
+wait_for() {
+	local i
+	for ((i = 0; i < ${3:-30} * 10; i++)); do
+		grep -qE "$2" "$1" 2>/dev/null && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+case "${1:-}" in
+echo-write)
+	start_server
+	out=$(printf 'send hello over rdma\nwrite bytes into the window\nauto 3\nstats\nquit\n' |
+		client localhost)
+	rc=$?
+	echo "$out"
+	[ "$rc" = 0 ] || fail "client exited $rc"
+	grep -q '^connected to .*TLSv1.3.*PSNs verified' <<<"$out" || fail "no connected line"
+	grep -q '^echo: hello over rdma (' <<<"$out" || fail "no echo"
+	grep -q '^write: 21 bytes, server confirmed (SHA-256 match' <<<"$out" || fail "no confirmed write"
+	grep -q '^auto: 3 rounds: 3/3 echoes ok, 3/3 writes ok' <<<"$out" || fail "auto rounds failed"
+	grep -q '^stats: 4 echoes, 4 writes, 0 failures' <<<"$out" || fail "stats wrong"
+	# The server saw the write's bytes (its log names them at -v only).
+	stop_server
+	grep -q 'client 1: closed: client said bye (4 echoes, 4 writes' "$tmp/server.log" ||
+		fail "server did not log the client's session"
+	# PSNs are secrets: not in the log at the default level.
+	grep -qi 'psn local' "$tmp/server.log" && fail "PSNs logged without -v"
+	cat "$tmp/server.log"
+	;;
+json)
+	start_server
+	out=$(printf 'send {"quoted"}\nwrite w\nbogus\nquit\n' | client --json 127.0.0.1)
+	rc=$?
+	echo "$out"
+	[ "$rc" = 0 ] || fail "client exited $rc"
+	grep -qE '^\{"event":"connected",.*"local_qpn":[0-9]+,"remote_qpn":[0-9]+,"local_psn":[0-9]+,"remote_psn":[0-9]+,"tls":"TLSv1.3"' <<<"$out" ||
+		fail "no connected event"
+	grep -qF '{"event":"echo","data":"{\"quoted\"}","rtt_us":' <<<"$out" || fail "no echo event"
+	grep -qF '{"event":"write","bytes":1,"ok":true' <<<"$out" || fail "no write event"
+	grep -qF '{"event":"error","step":"command","message":"unknown command' <<<"$out" ||
+		fail "no error event for an unknown command"
+	grep -qF '{"event":"closed","reason":"quit"}' <<<"$out" || fail "no closed event"
+	stop_server
+	;;
+full)
+	# 10 clients (the default cap) stay connected; the 11th is told
+	# "server full"; then the 10 carry on.
+	start_server
+	for i in $(seq 10); do
+		feeder "c$i"
+		fd=c${i}_fd
+		client --json localhost <"$tmp/c$i.in" >"$tmp/c$i.out" 2>&1 &
+		echo $! >"$tmp/c$i.pid"
+		echo "send client $i here" >&"${!fd}"
+	done
+	for i in $(seq 10); do
+		wait_for "$tmp/c$i.out" '"event":"echo"' 60 || fail "client $i did not get its echo: $(cat "$tmp/c$i.out")"
+	done
+	out=$(echo "send should not happen" | client localhost 2>&1)
+	rc=$?
+	echo "11th client: exit $rc: $out"
+	[ "$rc" != 0 ] || fail "the 11th client was served"
+	grep -q 'server full' <<<"$out" || fail "the 11th client was not told 'server full'"
+	for i in $(seq 10); do
+		fd=c${i}_fd
+		printf 'auto 3\nquit\n' >&"${!fd}"
+	done
+	for i in $(seq 10); do
+		wait "$(cat "$tmp/c$i.pid")" || fail "client $i exited non-zero: $(cat "$tmp/c$i.out")"
+		grep -q '"event":"auto","rounds":3,"echoes_ok":3,"writes_ok":3' "$tmp/c$i.out" ||
+			fail "client $i did not finish its rounds after the refusal: $(cat "$tmp/c$i.out")"
+	done
+	grep -q 'refused a connection: server full' "$tmp/server.log" || fail "server did not log the refusal"
+	stop_server
+	echo "10 clients served, the 11th refused with 'server full'"
+	;;
+kill-client)
+	# A client killed mid-session frees its slot: with room for one client
+	# only, a new client still gets in.
+	start_server --max-clients 1
+	feeder k
+	client --json localhost <"$tmp/k.in" >"$tmp/k.out" 2>&1 &
+
+	echo "send before the kill" >&"$k_fd"
+	wait_for "$tmp/k.out" '"event":"echo"' 60 || fail "first client did not get its echo"
+	pkill -KILL -f "srdma-client --port $port" || fail "no client to kill"
+	wait_for "$tmp/server.log" 'client 1: closed' 30 || fail "server did not notice the killed client"
+	out=$(printf 'send after the kill\nquit\n' | client localhost)
+	rc=$?
+	echo "$out"
+	[ "$rc" = 0 ] || fail "second client exited $rc"
+	grep -q '^echo: after the kill' <<<"$out" || fail "second client was not served"
+	grep -q 'client 2: closed: client said bye' "$tmp/server.log" || fail "second client's session not logged"
+	stop_server
+	cat "$tmp/server.log"
+	;;
+sigterm)
+	# SIGTERM: every client is told (BYE) and sees "closed"; server exits 0.
+	start_server
+	for i in 1 2 3; do
+		feeder "s$i"
+		fd=s${i}_fd
+		client --json localhost <"$tmp/s$i.in" >"$tmp/s$i.out" 2>&1 &
+		echo "send hi" >&"${!fd}"
+	done
+	for i in 1 2 3; do
+		wait_for "$tmp/s$i.out" '"event":"echo"' 60 || fail "client $i not served"
+	done
+	stop_server
+	for i in 1 2 3; do
+		wait_for "$tmp/s$i.out" '"event":"closed"' 30 || fail "client $i did not see the close"
+		grep -qF '"event":"closed","reason":"server said bye"' "$tmp/s$i.out" ||
+			fail "client $i: wrong close reason: $(cat "$tmp/s$i.out")"
+	done
+	grep -q 'signal Terminated: shutting down' "$tmp/server.log" || fail "no shutdown line"
+	[ "$(grep -c 'closed: server shutting down' "$tmp/server.log")" = 3 ] ||
+		fail "the server did not close all three clients"
+	cat "$tmp/server.log"
+	;;
+tls-refusals)
+	start_server
+	# Control: the right CA and name are accepted.
+	echo quit | client localhost >/dev/null || fail "control: the right CA was refused"
+	out=$(echo quit | timeout 60 "$bin/srdma-client" --port "$port" --dev "$dev" \
+		--ca "$certs/other-ca.pem" localhost 2>&1)
+	rc=$?
+	echo "wrong CA: exit $rc: $out"
+	[ "$rc" = 1 ] || fail "a client with the wrong CA was not refused"
+	grep -q 'tls handshake failed: certificate verify failed' <<<"$out" || fail "wrong CA: unclear message"
+	out=$(echo quit | client --server-name not-in-cert.example localhost 2>&1)
+	rc=$?
+	echo "wrong name: exit $rc: $out"
+	[ "$rc" = 1 ] || fail "a name not in the certificate was accepted"
+	grep -q 'certificate verify failed' <<<"$out" || fail "wrong name: unclear message"
+	stop_server
+	# Expired server certificate.
+	"$bin/srdma-server" --port "$port" --dev "$dev" --cert "$certs/expired-server.pem" \
+		--key "$certs/expired-server.key" >"$tmp/server.log" 2>&1 &
+	srv_pid=$!
+	wait_listen "$port" 30 || fail "expired-cert server did not listen"
+	out=$(echo quit | client localhost 2>&1)
+	rc=$?
+	echo "expired: exit $rc: $out"
+	[ "$rc" = 1 ] || fail "an expired server certificate was accepted"
+	grep -q 'certificate has expired' <<<"$out" || fail "expired: unclear message"
+	stop_server
+	;;
+mtls)
+	start_server --client-ca "$certs/ca.pem"
+	out=$(echo quit | client localhost 2>&1)
+	rc=$?
+	echo "no client cert: exit $rc: $out"
+	[ "$rc" = 1 ] || fail "a client without a certificate was served"
+	out=$(echo quit | client --cert "$certs/other-client.pem" --key "$certs/other-client.key" localhost 2>&1)
+	rc=$?
+	echo "other CA's client cert: exit $rc: $out"
+	[ "$rc" = 1 ] || fail "a client certificate from another CA was accepted"
+	# Control: the right client certificate is accepted.
+	out=$(printf 'send mutual\nquit\n' | client --cert "$certs/client.pem" --key "$certs/client.key" localhost)
+	rc=$?
+	echo "$out"
+	[ "$rc" = 0 ] || fail "control: the right client certificate was refused"
+	grep -q '^echo: mutual' <<<"$out" || fail "control: not served"
+	grep -q 'cert .*CN=srdma test client' "$tmp/server.log" || fail "server did not log the client's certificate"
+	stop_server
+	cat "$tmp/server.log"
+	;;
+usage)
+	# Bad input: clear messages, exit 2, no crash.
+	"$bin/srdma-server" --cert x >"$tmp/o" 2>&1; rc=$?
+	[ "$rc" = 2 ] && grep -q -- '--cert and --key are required' "$tmp/o" || fail "server without --key: exit $rc: $(cat "$tmp/o")"
+	"$bin/srdma-server" --cert x --key y --port 70000 >"$tmp/o" 2>&1; rc=$?
+	[ "$rc" = 2 ] && grep -q -- "--port: '70000' is not a number in 1..65535" "$tmp/o" || fail "bad port: exit $rc: $(cat "$tmp/o")"
+	"$bin/srdma-server" --cert /nonexistent.pem --key y --port "$port" >"$tmp/o" 2>&1; rc=$?
+	[ "$rc" = 1 ] && grep -q 'load certificate failed: /nonexistent.pem' "$tmp/o" || fail "missing cert file: exit $rc: $(cat "$tmp/o")"
+	"$bin/srdma-server" --cert "$certs/server.pem" --key "$certs/server.key" --dev nosuchdev0 --port "$port" >"$tmp/o" 2>&1; rc=$?
+	[ "$rc" = 1 ] && grep -q "open RDMA device failed: no RDMA device named 'nosuchdev0'" "$tmp/o" || fail "bad device: exit $rc: $(cat "$tmp/o")"
+	"$bin/srdma-client" localhost >"$tmp/o" 2>&1; rc=$?
+	[ "$rc" = 2 ] && grep -q -- '--ca is required' "$tmp/o" || fail "client without --ca: exit $rc: $(cat "$tmp/o")"
+	"$bin/srdma-client" --ca "$certs/ca.pem" >"$tmp/o" 2>&1; rc=$?
+	[ "$rc" = 2 ] && grep -q 'no HOST given' "$tmp/o" || fail "client without host: exit $rc: $(cat "$tmp/o")"
+	"$bin/srdma-client" --ca "$certs/ca.pem" --port "$port" --dev "$dev" localhost </dev/null >"$tmp/o" 2>&1; rc=$?
+	[ "$rc" = 1 ] && grep -q 'connect failed: localhost port [0-9]*: Connection refused' "$tmp/o" || fail "no server: exit $rc: $(cat "$tmp/o")"
+	"$bin/srdma-server" --help | grep -q -- '--max-clients N' || fail "server --help"
+	"$bin/srdma-client" --help | grep -q 'auto \[N\]' || fail "client --help"
+	echo "usage errors reported"
+	;;
+*)
+	echo "usage: $0 echo-write|json|full|kill-client|sigterm|tls-refusals|mtls|usage" >&2
+	exit 2
+	;;
+esac
+echo PASS
