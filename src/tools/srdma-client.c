@@ -597,7 +597,10 @@ int main(int argc, char **argv)
 	interactive = isatty(STDIN_FILENO) && !json;
 
 	if (srdma_connect(&o, argv[optind], &cl.c, &err)) {
-		report_error(err.step, err.msg);
+		if (err.peer_code && !json)
+			fprintf(stderr, "%s: the server refused the connection: %s\n", prog, err.msg);
+		else
+			report_error(err.step, err.msg);
 		return 1;
 	}
 	cl.info = srdma_conn_info(cl.c);
