@@ -227,6 +227,43 @@ mtls)
 	stop_server
 	cat "$tmp/server.log"
 	;;
+deadline)
+	# A peer that connects and never speaks TLS is dropped at the handshake
+	# deadline; a real client is served meanwhile.
+	start_server --handshake-timeout 2000 --max-clients 2
+	exec {idle}<>/dev/tcp/127.0.0.1/"$port" || fail "cannot open the idle connection"
+	out=$(printf 'send while one idles\nquit\n' | client localhost)
+	rc=$?
+	echo "$out"
+	[ "$rc" = 0 ] || fail "the real client was not served while a connection idled"
+	wait_for "$tmp/server.log" 'setup failed at tls handshake: no handshake within the deadline' 30 ||
+		fail "the idle connection was not dropped at the deadline"
+	# Dropped means closed: reading the idle socket gives EOF.
+	timeout 10 cat <&"$idle" >/dev/null || fail "the idle connection is still open"
+	exec {idle}<&-
+	stop_server
+	cat "$tmp/server.log"
+	;;
+valgrind)
+	# The server's connect/disconnect path under valgrind: no errors, no
+	# definite or indirect leaks, after two sessions and a SIGTERM.
+	command -v valgrind >/dev/null || fail "valgrind not installed (scripts/setup installs it)"
+	valgrind --leak-check=full --errors-for-leak-kinds=definite,indirect \
+		--show-leak-kinds=definite,indirect --error-exitcode=3 --log-file="$tmp/vg.log" \
+		"$bin/srdma-server" --port "$port" --dev "$dev" --cert "$certs/server.pem" \
+		--key "$certs/server.key" --handshake-timeout 60000 >"$tmp/server.log" 2>&1 &
+	srv_pid=$!
+	wait_listen "$port" 120 || fail "server under valgrind did not listen"
+	for i in 1 2; do
+		out=$(printf 'send under valgrind\nwrite w\nquit\n' | client --timeout 60000 localhost)
+		grep -q '^write: 1 bytes, server confirmed' <<<"$out" || fail "session $i failed: $out"
+	done
+	stop_server
+	sed -n '/HEAP SUMMARY/,$p' "$tmp/vg.log"
+	grep -q 'ERROR SUMMARY: 0 errors' "$tmp/vg.log" || fail "valgrind reported errors: $(cat "$tmp/vg.log")"
+	grep -q 'definitely lost: 0 bytes' "$tmp/vg.log" || grep -q 'no leaks are possible' "$tmp/vg.log" ||
+		fail "valgrind: definite leaks"
+	;;
 usage)
 	# Bad input: clear messages, exit 2, no crash.
 	"$bin/srdma-server" --cert x >"$tmp/o" 2>&1; rc=$?
@@ -248,7 +285,7 @@ usage)
 	echo "usage errors reported"
 	;;
 *)
-	echo "usage: $0 echo-write|json|full|kill-client|sigterm|tls-refusals|mtls|usage" >&2
+	echo "usage: $0 echo-write|json|full|kill-client|sigterm|tls-refusals|mtls|deadline|valgrind|usage" >&2
 	exit 2
 	;;
 esac
