@@ -50,7 +50,9 @@ client() { # ARGS... (commands on stdin)
 
 # feeder NAME: a FIFO $tmp/NAME.in held open on a new fd whose number goes
 # to NAME_fd; write commands to it, and a client reading it gets EOF (quits)
-# when this script exits. No stray "sleep" keeps CTest's pipes open.
+# when this script exits or closes the fd. No stray "sleep" keeps CTest's
+# pipes open. A reader that must see EOF before the script ends is started
+# with {NAME_fd}>&- so it does not hold a write end itself.
 feeder() {
 	local f=$tmp/$1.in fd
 	mkfifo "$f"
@@ -179,6 +181,37 @@ sigterm)
 		fail "the server did not close all three clients"
 	cat "$tmp/server.log"
 	;;
+qp-error)
+	# A client whose QP goes to the error state (an RDMA WRITE with a
+	# wrong rkey) loses its connection, though its TLS stays open; its slot
+	# is freed (cap 1: the next client gets in).
+	rogue=${SRDMA_ROGUE:?SRDMA_ROGUE not set}
+	start_server --max-clients 1
+	# Control: the same write with the real rkey and address succeeds.
+	feeder ok
+	"$rogue" --ca "$certs/ca.pem" --port "$port" --dev "$dev" localhost write own own \
+		<"$tmp/ok.in" >"$tmp/ok.out" 2>&1 {ok_fd}>&- &
+	wait_for "$tmp/ok.out" '^wc: ' 60 || fail "control write did not complete: $(cat "$tmp/ok.out")"
+	grep -qx 'wc: success' "$tmp/ok.out" || fail "control write failed: $(cat "$tmp/ok.out")"
+	exec {ok_fd}>&-
+	wait_for "$tmp/server.log" 'client 1: closed' 30 || fail "control client did not close"
+	feeder bad
+	"$rogue" --ca "$certs/ca.pem" --port "$port" --dev "$dev" localhost bad-rkey \
+		<"$tmp/bad.in" >"$tmp/bad.out" 2>&1 {bad_fd}>&- &
+	wait_for "$tmp/bad.out" '^wc: ' 60 || fail "bad write did not complete: $(cat "$tmp/bad.out")"
+	cat "$tmp/bad.out"
+	# rxe completes it with the NAK's "remote access error", or, when the
+	# server has already torn the connection down, as flushed by the error
+	# state: either way it did not land.
+	grep -qxE 'wc: (remote access error|Work Request Flushed Error)' "$tmp/bad.out" ||
+		fail "a write with a wrong rkey did not fail"
+	wait_for "$tmp/server.log" 'client 2: closed: QP error' 30 ||
+		fail "the server did not tear down the client whose QP failed"
+	out=$(printf 'send after the error\nquit\n' | client localhost)
+	grep -q '^echo: after the error' <<<"$out" || fail "the slot was not freed: $out"
+	stop_server
+	cat "$tmp/server.log"
+	;;
 tls-refusals)
 	start_server
 	# Control: the right CA and name are accepted.
@@ -285,7 +318,7 @@ usage)
 	echo "usage errors reported"
 	;;
 *)
-	echo "usage: $0 echo-write|json|full|kill-client|sigterm|tls-refusals|mtls|deadline|valgrind|usage" >&2
+	echo "usage: $0 echo-write|json|full|kill-client|sigterm|tls-refusals|mtls|qp-error|deadline|valgrind|usage" >&2
 	exit 2
 	;;
 esac
