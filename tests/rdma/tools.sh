@@ -83,9 +83,13 @@ echo-write)
 	grep -q '^write: 21 bytes, server confirmed (SHA-256 match' <<<"$out" || fail "no confirmed write"
 	grep -q '^auto: 3 rounds: 3/3 echoes ok, 3/3 writes ok' <<<"$out" || fail "auto rounds failed"
 	grep -q '^stats: 4 echoes, 4 writes, 0 failures' <<<"$out" || fail "stats wrong"
+	# IPv6, verified against the certificate's IP entry.
+	out=$(printf 'send over ipv6\nquit\n' | client ::1)
+	grep -q '^echo: over ipv6' <<<"$out" || fail "not served over IPv6: $out"
 	# The server saw the write's bytes (its log names them at -v only).
 	stop_server
-	grep -q 'client 1: closed: client said bye (4 echoes, 4 writes' "$tmp/server.log" ||
+	grep -q 'client 1: closed: client said bye (4 echoes, 4 writes' "$tmp/server.log" &&
+		grep -q 'client 2: accepted from \[::1\]' "$tmp/server.log" ||
 		fail "server did not log the client's session"
 	# PSNs are secrets: not in the log at the default level.
 	grep -qi 'psn local' "$tmp/server.log" && fail "PSNs logged without -v"
