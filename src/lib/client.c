@@ -87,11 +87,9 @@ int srdma_connect(const struct srdma_client_opts *o, const char *host,
 		srdma_set_err(err, -EINVAL, "options", "no server host given");
 		return -EINVAL;
 	}
-	if (o->rdma.buf_size > SRDMA_MAX_BUF_SIZE || (o->rdma.buf_size && o->rdma.buf_size < 64)) {
-		srdma_set_err(err, -EINVAL, "options", "buffer size %zu is outside 64..%u",
-			      o->rdma.buf_size, SRDMA_MAX_BUF_SIZE);
-		return -EINVAL;
-	}
+	rc = srdma_check_rdma_opts(&o->rdma, err);
+	if (rc)
+		return rc;
 	c = calloc(1, sizeof(*c));
 	if (!c || !(c->dev = calloc(1, sizeof(*c->dev)))) {
 		free(c);

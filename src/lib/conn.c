@@ -153,6 +153,30 @@ static int rdma_failed(struct srdma_conn *c, int rc, int64_t deadline)
 	return rc;
 }
 
+/* Our side's QP, buffers and PSN; the window only on the server. */
+static int make_qp(struct srdma_conn *c, int64_t deadline, struct srdma_err *err)
+{
+	int rc = srdma_verbs_create(c, c->server, err);
+
+	if (!rc)
+		rc = srdma_verbs_local_params(c, err);
+	return rc ? rdma_failed(c, rc, deadline) : 0;
+}
+
+/* The peer's PARAMS, then our QP to RTR and RTS with them, verified. */
+static int connect_to_peer(struct srdma_conn *c, int64_t deadline,
+			   struct srdma_err *err)
+{
+	struct srdma_msg m;
+	int rc = expect(c, SRDMA_MSG_PARAMS, &m, deadline, err);
+
+	if (rc)
+		return rc;
+	c->remote = m.u.params;
+	rc = srdma_verbs_connect(c, err);
+	return rc ? rdma_failed(c, rc, deadline) : 0;
+}
+
 static int setup_client(struct srdma_conn *c, int64_t deadline, struct srdma_err *err)
 {
 	struct srdma_msg m;
@@ -163,23 +187,14 @@ static int setup_client(struct srdma_conn *c, int64_t deadline, struct srdma_err
 		rc = expect(c, SRDMA_MSG_HELLO, &m, deadline, err);
 	if (!rc)
 		rc = check_hello(c, &m.u.hello, deadline, err);
-	if (rc)
-		return rc;
-	rc = srdma_verbs_create(c, false, err);
 	if (!rc)
-		rc = srdma_verbs_local_params(c, err);
-	if (rc)
-		return rdma_failed(c, rc, deadline);
-	rc = send_params(c, deadline, err);
+		rc = make_qp(c, deadline, err);
 	if (!rc)
-		rc = expect(c, SRDMA_MSG_PARAMS, &m, deadline, err);
-	if (rc)
-		return rc;
-	c->remote = m.u.params;
-	rc = srdma_verbs_connect(c, err);
-	if (rc)
-		return rdma_failed(c, rc, deadline);
-	rc = send_empty(c, SRDMA_MSG_READY, deadline, err);
+		rc = send_params(c, deadline, err);
+	if (!rc)
+		rc = connect_to_peer(c, deadline, err);
+	if (!rc)
+		rc = send_empty(c, SRDMA_MSG_READY, deadline, err);
 	if (!rc)
 		rc = expect(c, SRDMA_MSG_READY, &m, deadline, err);
 	return rc;
@@ -195,21 +210,12 @@ static int setup_server(struct srdma_conn *c, int64_t deadline, struct srdma_err
 		rc = check_hello(c, &m.u.hello, deadline, err);
 	if (!rc)
 		rc = send_hello(c, deadline, err);
-	if (rc)
-		return rc;
-	rc = srdma_verbs_create(c, true, err);
 	if (!rc)
-		rc = srdma_verbs_local_params(c, err);
-	if (rc)
-		return rdma_failed(c, rc, deadline);
-	rc = expect(c, SRDMA_MSG_PARAMS, &m, deadline, err);
-	if (rc)
-		return rc;
-	c->remote = m.u.params;
-	rc = srdma_verbs_connect(c, err);
-	if (rc)
-		return rdma_failed(c, rc, deadline);
-	rc = send_params(c, deadline, err);
+		rc = make_qp(c, deadline, err);
+	if (!rc)
+		rc = connect_to_peer(c, deadline, err);
+	if (!rc)
+		rc = send_params(c, deadline, err);
 	if (!rc)
 		rc = expect(c, SRDMA_MSG_READY, &m, deadline, err);
 	if (!rc)

@@ -96,11 +96,9 @@ int srdma_listen(const struct srdma_server_opts *o, struct srdma_listener **out,
 	struct srdma_listener *l;
 	int rc;
 
-	if (o->rdma.buf_size > SRDMA_MAX_BUF_SIZE || (o->rdma.buf_size && o->rdma.buf_size < 64)) {
-		srdma_set_err(err, -EINVAL, "options", "buffer size %zu is outside 64..%u",
-			      o->rdma.buf_size, SRDMA_MAX_BUF_SIZE);
-		return -EINVAL;
-	}
+	rc = srdma_check_rdma_opts(&o->rdma, err);
+	if (rc)
+		return rc;
 	l = calloc(1, sizeof(*l));
 	if (!l) {
 		srdma_set_err(err, -ENOMEM, "listen", "out of memory");

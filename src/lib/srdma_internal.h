@@ -18,6 +18,8 @@
 __attribute__((format(printf, 4, 5)))
 void srdma_set_err(struct srdma_err *e, int code, const char *step,
 		   const char *fmt, ...);
+/* Checks shared by both sides' options (buffer size range). */
+int srdma_check_rdma_opts(const struct srdma_rdma_opts *o, struct srdma_err *err);
 /* Monotonic milliseconds. */
 int64_t srdma_now_ms(void);
 /* Milliseconds left until deadline (>= 0); deadline < 0 means none: -1. */

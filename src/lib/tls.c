@@ -262,30 +262,32 @@ static int io_fail(SSL *ssl, int e, const char *step, struct srdma_err *err)
 	return -EPROTO;
 }
 
-int srdma_tls_read(SSL *ssl, void *buf, size_t n, int64_t deadline,
-		   struct srdma_err *err)
+/* Read or write exactly n bytes on a non-blocking socket, within deadline. */
+static int tls_io(SSL *ssl, void *buf, size_t n, bool writing, int64_t deadline,
+		  struct srdma_err *err)
 {
-	size_t have = 0;
+	const char *step = writing ? "send control message" : "read control message";
+	size_t done = 0;
 
-	while (have < n) {
+	while (done < n) {
 		struct srdma_sigpipe_guard g;
-		size_t got = 0;
+		size_t moved = 0;
 		int r, e, rc;
 
 		srdma_sigpipe_block(&g);
-		r = SSL_read_ex(ssl, (char *)buf + have, n - have, &got);
+		r = writing ? SSL_write_ex(ssl, (char *)buf + done, n - done, &moved)
+			    : SSL_read_ex(ssl, (char *)buf + done, n - done, &moved);
 		srdma_sigpipe_unblock(&g);
-
 		if (r == 1) {
-			have += got;
+			done += moved;
 			continue;
 		}
 		e = SSL_get_error(ssl, r);
 		if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
-			return io_fail(ssl, e, "read control message", err);
+			return io_fail(ssl, e, step, err);
 		rc = wait_io(ssl, e, deadline);
 		if (rc) {
-			srdma_set_err(err, rc, "read control message", "%s",
+			srdma_set_err(err, rc, step, "%s",
 				      rc == -ETIMEDOUT ? "timed out" : strerror(-rc));
 			return rc;
 		}
@@ -293,33 +295,15 @@ int srdma_tls_read(SSL *ssl, void *buf, size_t n, int64_t deadline,
 	return 0;
 }
 
+int srdma_tls_read(SSL *ssl, void *buf, size_t n, int64_t deadline,
+		   struct srdma_err *err)
+{
+	return tls_io(ssl, buf, n, false, deadline, err);
+}
+
 int srdma_tls_write(SSL *ssl, const void *buf, size_t n, int64_t deadline,
 		    struct srdma_err *err)
 {
-	size_t done = 0;
-
-	while (done < n) {
-		struct srdma_sigpipe_guard g;
-		size_t put = 0;
-		int r, e, rc;
-
-		srdma_sigpipe_block(&g);
-		r = SSL_write_ex(ssl, (const char *)buf + done, n - done, &put);
-		srdma_sigpipe_unblock(&g);
-
-		if (r == 1) {
-			done += put;
-			continue;
-		}
-		e = SSL_get_error(ssl, r);
-		if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
-			return io_fail(ssl, e, "send control message", err);
-		rc = wait_io(ssl, e, deadline);
-		if (rc) {
-			srdma_set_err(err, rc, "send control message", "%s",
-				      rc == -ETIMEDOUT ? "timed out" : strerror(-rc));
-			return rc;
-		}
-	}
-	return 0;
+	/* SSL_write_ex only reads buf: the cast drops const for tls_io. */
+	return tls_io(ssl, (void *)buf, n, true, deadline, err);
 }

@@ -88,3 +88,13 @@ void srdma_sigpipe_unblock(struct srdma_sigpipe_guard *g)
 	}
 	pthread_sigmask(SIG_SETMASK, &g->old, NULL);
 }
+
+int srdma_check_rdma_opts(const struct srdma_rdma_opts *o, struct srdma_err *err)
+{
+	if (o->buf_size > SRDMA_MAX_BUF_SIZE || (o->buf_size && o->buf_size < 64)) {
+		srdma_set_err(err, -EINVAL, "options", "buffer size %zu is outside 64..%u",
+			      o->buf_size, SRDMA_MAX_BUF_SIZE);
+		return -EINVAL;
+	}
+	return 0;
+}
