@@ -1,16 +1,18 @@
 /*
  * rogue-client: a client built on libsrdma that misbehaves on purpose, for
- * tests. It sets up a connection like srdma-client, then:
+ * tests. It sets up a connection like srdma-client, prints the connection's
+ * secrets as one JSON line ({"qpn","rkey","addr","len"} of the server's
+ * window), then runs commands from stdin until EOF:
  *
- *   info                  print the connection's secrets (JSON) and hold it
- *                         open until stdin ends
- *   write RKEY ADDR       RDMA-WRITE 8 bytes with this rkey and address
- *                         (hex; "own" for the server's real ones), print the
- *                         completion status, hold the connection until stdin
- *                         ends (so only the QP, not TLS, tells the server)
- *   bad-rkey              write with the server's rkey with bits flipped
+ *   write RKEY ADDR   RDMA-WRITE 8 bytes with this rkey and address (numbers
+ *                     in C notation; "own" for this connection's real ones)
+ *                     and print "wc: STATUS"
+ *   bad-rkey          the same with this connection's rkey, bits flipped
  *
- * Usage: rogue-client --ca FILE --port N [--dev NAME] HOST MODE [ARGS]
+ * A failed write leaves the TLS connection open: the server can only learn
+ * of it through the QP.
+ *
+ * Usage: rogue-client --ca FILE --port N [--dev NAME] HOST
  */
 #include <errno.h>
 #include <getopt.h>
@@ -22,15 +24,7 @@
 
 #include <srdma.h>
 
-static void hold_until_eof(void)
-{
-	char buf[256];
-
-	while (read(STDIN_FILENO, buf, sizeof(buf)) > 0)
-		;
-}
-
-static int rdma_write(struct srdma_conn *c, uint32_t rkey, uint64_t addr)
+static void rdma_write(struct srdma_conn *c, uint32_t rkey, uint64_t addr)
 {
 	const struct srdma_buf *b = srdma_conn_send_buf(c);
 	struct ibv_sge sge = { .addr = (uintptr_t)b->addr, .length = 8, .lkey = b->lkey };
@@ -44,18 +38,34 @@ static int rdma_write(struct srdma_conn *c, uint32_t rkey, uint64_t addr)
 	int n;
 
 	memcpy(b->addr, "rogue!!\n", 8);
-	if (ibv_post_send(srdma_conn_qp(c), &wr, &bad)) {
-		printf("post failed\n");
-		return 1;
-	}
-	n = srdma_conn_next_wc(c, 10000, &wc);
-	if (n <= 0) {
+	if (ibv_post_send(srdma_conn_qp(c), &wr, &bad))
+		printf("wc: post failed\n");
+	else if ((n = srdma_conn_next_wc(c, 10000, &wc)) <= 0)
 		printf("wc: none (%d)\n", n);
-		return 1;
-	}
-	printf("wc: %s\n", ibv_wc_status_str(wc.status));
+	else
+		printf("wc: %s\n", ibv_wc_status_str(wc.status));
 	fflush(stdout);
-	return 0;
+}
+
+static void run_commands(struct srdma_conn *c)
+{
+	const struct srdma_conn_info *i = srdma_conn_info(c);
+	char line[256], rs[64], as[64];
+
+	while (fgets(line, sizeof(line), stdin)) {
+		if (sscanf(line, "write %63s %63s", rs, as) == 2) {
+			uint32_t rkey = strcmp(rs, "own") ? (uint32_t)strtoul(rs, NULL, 0)
+							  : i->remote_rkey;
+			uint64_t addr = strcmp(as, "own") ? strtoull(as, NULL, 0) : i->remote_addr;
+
+			rdma_write(c, rkey, addr);
+		} else if (!strncmp(line, "bad-rkey", 8)) {
+			rdma_write(c, i->remote_rkey ^ 0x5a5a00u, i->remote_addr);
+		} else {
+			printf("unknown command\n");
+			fflush(stdout);
+		}
+	}
 }
 
 int main(int argc, char **argv)
@@ -70,8 +80,7 @@ int main(int argc, char **argv)
 	const struct srdma_conn_info *i;
 	struct srdma_conn *c;
 	struct srdma_err err;
-	const char *mode;
-	int ch, rc = 0;
+	int ch;
 
 	srdma_client_opts_init(&o);
 	while ((ch = getopt_long(argc, argv, "a:p:d:", longopts, NULL)) != -1) {
@@ -82,35 +91,19 @@ int main(int argc, char **argv)
 		default: return 2;
 		}
 	}
-	if (argc - optind < 2) {
-		fprintf(stderr, "usage: rogue-client --ca FILE --port N [--dev NAME] HOST MODE [ARGS]\n");
+	if (argc - optind != 1) {
+		fprintf(stderr, "usage: rogue-client --ca FILE --port N [--dev NAME] HOST\n");
 		return 2;
 	}
-	mode = argv[optind + 1];
 	if (srdma_connect(&o, argv[optind], &c, &err)) {
 		fprintf(stderr, "rogue-client: %s failed: %s\n", err.step, err.msg);
 		return 1;
 	}
 	i = srdma_conn_info(c);
-	if (!strcmp(mode, "info")) {
-		printf("{\"qpn\":%u,\"rkey\":%u,\"addr\":%llu,\"len\":%u}\n", i->local_qpn,
-		       i->remote_rkey, (unsigned long long)i->remote_addr, i->remote_len);
-		fflush(stdout);
-		hold_until_eof();
-	} else if (!strcmp(mode, "write") && argc - optind == 4) {
-		const char *rs = argv[optind + 2], *as = argv[optind + 3];
-		uint32_t rkey = strcmp(rs, "own") ? (uint32_t)strtoul(rs, NULL, 0) : i->remote_rkey;
-		uint64_t addr = strcmp(as, "own") ? strtoull(as, NULL, 0) : i->remote_addr;
-
-		rc = rdma_write(c, rkey, addr);
-		hold_until_eof();
-	} else if (!strcmp(mode, "bad-rkey")) {
-		rc = rdma_write(c, i->remote_rkey ^ 0x5a5a00u, i->remote_addr);
-		hold_until_eof();
-	} else {
-		fprintf(stderr, "rogue-client: unknown mode '%s'\n", mode);
-		rc = 2;
-	}
+	printf("{\"qpn\":%u,\"rkey\":%u,\"addr\":%llu,\"len\":%u}\n", i->local_qpn,
+	       i->remote_rkey, (unsigned long long)i->remote_addr, i->remote_len);
+	fflush(stdout);
+	run_commands(c);
 	srdma_conn_close(c, 0, NULL);
-	return rc;
+	return 0;
 }

@@ -1,74 +1,9 @@
 #!/usr/bin/env bash
 # End-to-end tests of srdma-server and srdma-client on an RDMA device.
 # Usage: tools.sh CASE (see the case list at the bottom).
-# Environment (set by CTest): SRDMA_BIN (the built programs), SRDMA_TEST_CERTS.
+# Environment: see harness.sh.
 set -uo pipefail
-. "$(dirname "$0")/lib.sh"
-
-bin=${SRDMA_BIN:?SRDMA_BIN not set}
-certs=${SRDMA_TEST_CERTS:?SRDMA_TEST_CERTS not set}
-dev=$(rdma_device) || exit 1
-tmp=$(mktemp -d)
-srv_pid=
-cleanup() {
-	[ -n "$srv_pid" ] && kill -9 "$srv_pid" 2>/dev/null
-	jobs -p | xargs -r kill -9 2>/dev/null
-	rm -rf "$tmp"
-}
-trap cleanup EXIT
-fail() {
-	echo "FAIL: $*" >&2
-	if [ -s "$tmp/server.log" ]; then
-		echo "--- server log" >&2
-		cat "$tmp/server.log" >&2
-	fi
-	exit 1
-}
-
-port=$(free_tcp_port)
-
-# start_server [ARGS...]: srdma-server on $port, log in $tmp/server.log.
-start_server() {
-	"$bin/srdma-server" --port "$port" --dev "$dev" --cert "$certs/server.pem" \
-		--key "$certs/server.key" "$@" >"$tmp/server.log" 2>&1 &
-	srv_pid=$!
-	wait_listen "$port" 30 || fail "server did not listen on port $port"
-}
-
-# stop_server: SIGTERM, and the server must exit 0.
-stop_server() {
-	local rc=0
-	kill -TERM "$srv_pid"
-	wait "$srv_pid" || rc=$?
-	srv_pid=
-	[ "$rc" = 0 ] || fail "server exited $rc after SIGTERM"
-}
-
-client() { # ARGS... (commands on stdin)
-	timeout 120 "$bin/srdma-client" --port "$port" --dev "$dev" --ca "$certs/ca.pem" "$@"
-}
-
-# feeder NAME: a FIFO $tmp/NAME.in held open on a new fd whose number goes
-# to NAME_fd; write commands to it, and a client reading it gets EOF (quits)
-# when this script exits or closes the fd. No stray "sleep" keeps CTest's
-# pipes open. A reader that must see EOF before the script ends is started
-# with {NAME_fd}>&- so it does not hold a write end itself.
-feeder() {
-	local f=$tmp/$1.in fd
-	mkfifo "$f"
-	exec {fd}<>"$f"
-	printf -v "$1_fd" '%s' "$fd"
-}
-
-# wait_for FILE PATTERN [SECONDS]: until FILE has a line matching PATTERN.
-wait_for() {
-	local i
-	for ((i = 0; i < ${3:-30} * 10; i++)); do
-		grep -qE "$2" "$1" 2>/dev/null && return 0
-		sleep 0.1
-	done
-	return 1
-}
+. "$(dirname "$0")/harness.sh"
 
 case "${1:-}" in
 echo-write)
@@ -193,15 +128,17 @@ qp-error)
 	start_server --max-clients 1
 	# Control: the same write with the real rkey and address succeeds.
 	feeder ok
-	"$rogue" --ca "$certs/ca.pem" --port "$port" --dev "$dev" localhost write own own \
+	"$rogue" --ca "$certs/ca.pem" --port "$port" --dev "$dev" localhost \
 		<"$tmp/ok.in" >"$tmp/ok.out" 2>&1 {ok_fd}>&- &
+	echo "write own own" >&"$ok_fd"
 	wait_for "$tmp/ok.out" '^wc: ' 60 || fail "control write did not complete: $(cat "$tmp/ok.out")"
 	grep -qx 'wc: success' "$tmp/ok.out" || fail "control write failed: $(cat "$tmp/ok.out")"
 	exec {ok_fd}>&-
 	wait_for "$tmp/server.log" 'client 1: closed' 30 || fail "control client did not close"
 	feeder bad
-	"$rogue" --ca "$certs/ca.pem" --port "$port" --dev "$dev" localhost bad-rkey \
+	"$rogue" --ca "$certs/ca.pem" --port "$port" --dev "$dev" localhost \
 		<"$tmp/bad.in" >"$tmp/bad.out" 2>&1 {bad_fd}>&- &
+	echo "bad-rkey" >&"$bad_fd"
 	wait_for "$tmp/bad.out" '^wc: ' 60 || fail "bad write did not complete: $(cat "$tmp/bad.out")"
 	cat "$tmp/bad.out"
 	# rxe completes it with the NAK's "remote access error", or, when the
