@@ -29,19 +29,38 @@
 static const char *prog = "srdma-server";
 static int verbose;
 
-enum slot_state { SLOT_FREE, SLOT_HANDSHAKE, SLOT_READY, SLOT_ACTIVE };
+enum slot_state { SLOT_FREE, SLOT_ACTIVE };
 
+/* A connected client. */
 struct slot {
 	enum slot_state state;
 	unsigned int id;		/* connection number, for the log */
-	int fd;				/* the socket while handshaking */
-	pthread_t thread;
 	struct srdma_conn *conn;
-	struct srdma_err err;		/* handshake result */
-	int rc;
 	bool send_busy[SRDMA_SLOTS];
 	unsigned long echoes, writes;
 	unsigned long long bytes;
+};
+
+/*
+ * A connection still in its handshake (TLS, parameters, QP setup), run by a
+ * thread of its own. These do not take client slots, so connections that
+ * never finish cannot keep real clients out; at most max_handshakes are in
+ * progress, and one more evicts the oldest.
+ */
+enum pending_state { PEND_FREE, PEND_RUNNING, PEND_DONE };
+
+struct pending {
+	enum pending_state state;	/* PEND_DONE is set by the thread, under lock */
+	bool evicted;
+	unsigned int id;
+	int fd;				/* the thread's; closed by it */
+	int hold_fd;			/* dup(fd), ours: shutdown() to evict safely
+					 * even once the thread has closed fd */
+	int64_t started;
+	pthread_t thread;
+	struct srdma_conn *conn;
+	struct srdma_err err;
+	int rc;
 };
 
 /* Rejections ("server full") also need a TLS handshake: a few at a time. */
@@ -50,6 +69,7 @@ struct reject {
 	bool busy;
 	bool done;
 	int fd;
+	int hold_fd;	/* dup(fd), for a safe shutdown() at exit */
 	pthread_t thread;
 };
 
@@ -57,14 +77,25 @@ struct server {
 	struct srdma_listener *l;
 	int epfd, sigfd, evfd;
 	struct slot *slots;
-	unsigned int max_clients, next_id;
+	unsigned int max_clients, active, next_id;
+	struct pending *pend;
+	unsigned int max_handshakes;	/* in progress, not counting evicted ones */
+	unsigned int pend_len;		/* room: evicted threads take a while to end */
 	struct reject rejects[MAX_REJECTS];
-	pthread_mutex_t lock;		/* slot state set by handshake threads */
+	pthread_mutex_t lock;		/* pending state set by handshake threads */
 };
 
 /* epoll data: pointer-sized tags (kind in the low bits of a slot index). */
 enum { EV_LISTEN = 1, EV_SIGNAL, EV_HANDSHAKE, EV_CTRL, EV_CQ };
 #define EV_TAG(kind, idx) (((uint64_t)(idx) << 8) | (kind))
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static void logf_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void logf_(const char *fmt, ...)
@@ -105,6 +136,10 @@ static void usage(FILE *f)
 "  -C, --client-ca FILE   require client certificates issued by this CA\n"
 "  -m, --max-clients N    clients served at once, 1..100000 (default 10); one\n"
 "                         more is told \"server full\" over TLS and closed\n"
+"  -H, --max-handshakes N connections in their handshake at once, 1..10000\n"
+"                         (default 64); these take no client slot, and one\n"
+"                         more evicts the oldest, so connections that never\n"
+"                         finish cannot keep real clients out\n"
 "  -d, --dev NAME         RDMA device (default: the first)\n"
 "  -i, --ib-port N        device port (default 1)\n"
 "  -g, --gid-index N      GID index (default: a RoCE v2 GID with an IPv4\n"
@@ -125,20 +160,17 @@ static void usage(FILE *f)
 static void close_slot(struct server *s, struct slot *sl, uint16_t code,
 		       const char *reason)
 {
-	if (sl->conn) {
-		int ctrl = srdma_conn_ctrl_fd(sl->conn);
-		struct ibv_comp_channel *ch = srdma_conn_channel(sl->conn);
+	int ctrl = srdma_conn_ctrl_fd(sl->conn);
+	struct ibv_comp_channel *ch = srdma_conn_channel(sl->conn);
 
-		epoll_ctl(s->epfd, EPOLL_CTL_DEL, ctrl, NULL);
-		epoll_ctl(s->epfd, EPOLL_CTL_DEL, ch->fd, NULL);
-		srdma_conn_close(sl->conn, code, reason);
-		sl->conn = NULL;
-		logf_("client %u: closed: %s (%lu echoes, %lu writes, %llu bytes)", sl->id,
-		      reason, sl->echoes, sl->writes, sl->bytes);
-	}
-	pthread_mutex_lock(&s->lock);
+	epoll_ctl(s->epfd, EPOLL_CTL_DEL, ctrl, NULL);
+	epoll_ctl(s->epfd, EPOLL_CTL_DEL, ch->fd, NULL);
+	srdma_conn_close(sl->conn, code, reason);
+	sl->conn = NULL;
 	sl->state = SLOT_FREE;
-	pthread_mutex_unlock(&s->lock);
+	s->active--;
+	logf_("client %u: closed: %s (%lu echoes, %lu writes, %llu bytes)", sl->id,
+	      reason, sl->echoes, sl->writes, sl->bytes);
 }
 
 /* --- new connections --- */
@@ -146,13 +178,13 @@ static void close_slot(struct server *s, struct slot *sl, uint16_t code,
 static void *handshake_thread(void *arg)
 {
 	struct server *s = ((void **)arg)[0];
-	struct slot *sl = ((void **)arg)[1];
+	struct pending *p = ((void **)arg)[1];
 	uint64_t one = 1;
 
 	free(arg);
-	sl->rc = srdma_server_handshake(s->l, sl->fd, &sl->conn, &sl->err);
+	p->rc = srdma_server_handshake(s->l, p->fd, &p->conn, &p->err);
 	pthread_mutex_lock(&s->lock);
-	sl->state = SLOT_READY;
+	p->state = PEND_DONE;
 	pthread_mutex_unlock(&s->lock);
 	if (write(s->evfd, &one, sizeof(one)) < 0)
 		perror("srdma-server: eventfd");
@@ -198,6 +230,7 @@ static void reap_rejects(struct server *s, bool all)
 		if (!all && !__atomic_load_n(&r->done, __ATOMIC_ACQUIRE))
 			continue;
 		pthread_join(r->thread, NULL);
+		close(r->hold_fd);
 		r->busy = false;
 	}
 }
@@ -209,14 +242,16 @@ static void reject_full(struct server *s, int fd)
 
 		if (r->busy)
 			continue;
-		r->busy = true;
 		r->done = false;
 		r->fd = fd;
-		if (start_thread(&r->thread, reject_thread, s, r)) {
+		r->hold_fd = dup(fd);
+		if (r->hold_fd >= 0 && start_thread(&r->thread, reject_thread, s, r)) {
+			r->busy = true;
 			logf_("refused a connection: server full (%u clients)", s->max_clients);
 			return;
 		}
-		r->busy = false;
+		if (r->hold_fd >= 0)
+			close(r->hold_fd);
 		break;
 	}
 	/* Too many refusals in flight: just close. */
@@ -224,11 +259,45 @@ static void reject_full(struct server *s, int fd)
 	close(fd);
 }
 
+/* Make room for one more handshake: evict the oldest when at the cap. */
+static void evict_if_full(struct server *s)
+{
+	struct pending *oldest = NULL;
+	unsigned int live = 0;
+
+	pthread_mutex_lock(&s->lock);
+	for (unsigned int i = 0; i < s->pend_len; i++) {
+		struct pending *p = &s->pend[i];
+
+		if (p->state != PEND_RUNNING || p->evicted)
+			continue;
+		live++;
+		if (!oldest || p->started < oldest->started)
+			oldest = p;
+	}
+	if (live >= s->max_handshakes && oldest) {
+		oldest->evicted = true;
+		shutdown(oldest->hold_fd, SHUT_RDWR);
+	}
+	pthread_mutex_unlock(&s->lock);
+	if (live >= s->max_handshakes && oldest)
+		logf_("client %u: handshake evicted: %u in progress (--max-handshakes)",
+		      oldest->id, live);
+}
+
+static struct pending *free_pending(struct server *s)
+{
+	for (unsigned int i = 0; i < s->pend_len; i++)
+		if (s->pend[i].state == PEND_FREE)
+			return &s->pend[i];
+	return NULL;
+}
+
 static void on_listen(struct server *s)
 {
 	for (;;) {
 		struct srdma_err err;
-		struct slot *sl = NULL;
+		struct pending *p;
 		int fd, rc = srdma_accept_fd(s->l, &fd, &err);
 
 		if (rc == -EAGAIN)
@@ -237,28 +306,29 @@ static void on_listen(struct server *s)
 			logf_("accept failed: %s", err.msg);
 			return;
 		}
-		pthread_mutex_lock(&s->lock);
-		for (unsigned int i = 0; i < s->max_clients && !sl; i++)
-			if (s->slots[i].state == SLOT_FREE)
-				sl = &s->slots[i];
-		if (sl)
-			sl->state = SLOT_HANDSHAKE;
-		pthread_mutex_unlock(&s->lock);
-		if (!sl) {
+		if (s->active >= s->max_clients) {
 			reject_full(s, fd);
 			continue;
 		}
-		memset(&sl->err, 0, sizeof(sl->err));
-		sl->id = ++s->next_id;
-		sl->fd = fd;
-		sl->conn = NULL;
-		sl->echoes = sl->writes = 0;
-		sl->bytes = 0;
-		memset(sl->send_busy, 0, sizeof(sl->send_busy));
-		if (!start_thread(&sl->thread, handshake_thread, s, sl)) {
-			logf_("client %u: cannot start a thread: %s", sl->id, strerror(errno));
+		evict_if_full(s);
+		p = free_pending(s);
+		if (!p) {
+			logf_("dropped a connection: too many handshakes ending at once");
 			close(fd);
-			sl->state = SLOT_FREE;
+			continue;
+		}
+		memset(p, 0, sizeof(*p));
+		p->id = ++s->next_id;
+		p->fd = fd;
+		p->hold_fd = dup(fd);
+		p->started = now_ms();
+		p->state = PEND_RUNNING;
+		if (p->hold_fd < 0 || !start_thread(&p->thread, handshake_thread, s, p)) {
+			logf_("client %u: cannot start its handshake: %s", p->id, strerror(errno));
+			close(fd);
+			if (p->hold_fd >= 0)
+				close(p->hold_fd);
+			p->state = PEND_FREE;
 		}
 	}
 }
@@ -276,13 +346,14 @@ static void activate(struct server *s, struct slot *sl, unsigned int idx)
 	struct ibv_comp_channel *ch = srdma_conn_channel(sl->conn);
 	int fl = fcntl(ch->fd, F_GETFL);
 
+	sl->state = SLOT_ACTIVE;
+	s->active++;
 	if (fl < 0 || fcntl(ch->fd, F_SETFL, fl | O_NONBLOCK) < 0 ||
 	    !watch(s, srdma_conn_ctrl_fd(sl->conn), EV_TAG(EV_CTRL, idx)) ||
 	    !watch(s, ch->fd, EV_TAG(EV_CQ, idx))) {
 		close_slot(s, sl, 6, "internal error");
 		return;
 	}
-	sl->state = SLOT_ACTIVE;
 	logf_("client %u: accepted from %s, %s %s%s%s", sl->id, i->peer_addr,
 	      i->tls_version, i->tls_cipher, i->peer_cert_subject[0] ? ", cert " : "",
 	      i->peer_cert_subject);
@@ -296,6 +367,16 @@ static void activate(struct server *s, struct slot *sl, unsigned int idx)
 		      srdma_conn_window(sl->conn)->rkey, srdma_conn_window(sl->conn)->len);
 }
 
+static struct slot *free_slot(struct server *s, unsigned int *idx)
+{
+	for (unsigned int i = 0; i < s->max_clients; i++)
+		if (s->slots[i].state == SLOT_FREE) {
+			*idx = i;
+			return &s->slots[i];
+		}
+	return NULL;
+}
+
 static void on_handshakes(struct server *s)
 {
 	uint64_t n;
@@ -303,23 +384,38 @@ static void on_handshakes(struct server *s)
 	if (read(s->evfd, &n, sizeof(n)) < 0 && errno != EAGAIN)
 		perror("srdma-server: eventfd");
 	reap_rejects(s, false);
-	for (unsigned int i = 0; i < s->max_clients; i++) {
-		struct slot *sl = &s->slots[i];
-		bool ready;
+	for (unsigned int i = 0; i < s->pend_len; i++) {
+		struct pending *p = &s->pend[i];
+		struct slot *sl;
+		unsigned int idx;
+		bool done;
 
 		pthread_mutex_lock(&s->lock);
-		ready = sl->state == SLOT_READY;
+		done = p->state == PEND_DONE;
 		pthread_mutex_unlock(&s->lock);
-		if (!ready)
+		if (!done)
 			continue;
-		pthread_join(sl->thread, NULL);
-		if (sl->rc) {
-			logf_("client %u: setup failed at %s: %s", sl->id, sl->err.step,
-			      sl->err.msg);
-			close_slot(s, sl, 0, "setup failed");
+		pthread_join(p->thread, NULL);
+		close(p->hold_fd);
+		p->state = PEND_FREE;
+		if (p->rc) {
+			logf_("client %u: setup failed at %s: %s%s", p->id, p->err.step,
+			      p->err.msg, p->evicted ? " (evicted)" : "");
 			continue;
 		}
-		activate(s, sl, i);
+		/* Handshakes run beside the clients: more may finish than
+		 * there is room for. */
+		sl = s->active < s->max_clients ? free_slot(s, &idx) : NULL;
+		if (!sl) {
+			logf_("client %u: refused after setup: server full (%u clients)", p->id,
+			      s->max_clients);
+			srdma_conn_close(p->conn, 1, "server full");
+			continue;
+		}
+		memset(sl, 0, sizeof(*sl));
+		sl->id = p->id;
+		sl->conn = p->conn;
+		activate(s, sl, idx);
 	}
 }
 
@@ -436,7 +532,7 @@ static void on_ctrl(struct server *s, struct slot *sl)
 /* --- main --- */
 
 static int parse_args(int argc, char **argv, struct srdma_server_opts *o,
-		      unsigned int *max_clients)
+		      unsigned int *max_clients, unsigned int *max_handshakes)
 {
 	static const struct option longopts[] = {
 		{ "port", required_argument, NULL, 'p' },
@@ -445,6 +541,7 @@ static int parse_args(int argc, char **argv, struct srdma_server_opts *o,
 		{ "key", required_argument, NULL, 'k' },
 		{ "client-ca", required_argument, NULL, 'C' },
 		{ "max-clients", required_argument, NULL, 'm' },
+		{ "max-handshakes", required_argument, NULL, 'H' },
 		{ "dev", required_argument, NULL, 'd' },
 		{ "ib-port", required_argument, NULL, 'i' },
 		{ "gid-index", required_argument, NULL, 'g' },
@@ -458,7 +555,7 @@ static int parse_args(int argc, char **argv, struct srdma_server_opts *o,
 	unsigned long v;
 	int ch;
 
-	while ((ch = getopt_long(argc, argv, "p:b:c:k:C:m:d:i:g:s:t:vVh", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "p:b:c:k:C:m:H:d:i:g:s:t:vVh", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'p':
 			if (!parse_ulong(prog, "--port", optarg, 1, 65535, &v))
@@ -473,6 +570,11 @@ static int parse_args(int argc, char **argv, struct srdma_server_opts *o,
 			if (!parse_ulong(prog, "--max-clients", optarg, 1, 100000, &v))
 				return 2;
 			*max_clients = (unsigned int)v;
+			break;
+		case 'H':
+			if (!parse_ulong(prog, "--max-handshakes", optarg, 1, 10000, &v))
+				return 2;
+			*max_handshakes = (unsigned int)v;
 			break;
 		case 'd': o->rdma.dev_name = optarg; break;
 		case 'i':
@@ -519,43 +621,41 @@ static void shutdown_all(struct server *s)
 {
 	/* Handshakes in flight fail fast once their sockets are shut. */
 	pthread_mutex_lock(&s->lock);
-	for (unsigned int i = 0; i < s->max_clients; i++)
-		if (s->slots[i].state == SLOT_HANDSHAKE)
-			shutdown(s->slots[i].fd, SHUT_RDWR);
+	for (unsigned int i = 0; i < s->pend_len; i++)
+		if (s->pend[i].state == PEND_RUNNING)
+			shutdown(s->pend[i].hold_fd, SHUT_RDWR);
 	pthread_mutex_unlock(&s->lock);
-	for (unsigned int i = 0; i < s->max_clients; i++) {
-		struct slot *sl = &s->slots[i];
-		enum slot_state st;
+	for (unsigned int i = 0; i < s->pend_len; i++) {
+		struct pending *p = &s->pend[i];
 
-		pthread_mutex_lock(&s->lock);
-		st = sl->state;
-		pthread_mutex_unlock(&s->lock);
-		if (st == SLOT_HANDSHAKE || st == SLOT_READY) {
-			pthread_join(sl->thread, NULL);
-			srdma_conn_close(sl->conn, 8, "server shutting down");
-			sl->conn = NULL;
-			sl->state = SLOT_FREE;
-		} else if (st == SLOT_ACTIVE) {
-			close_slot(s, sl, 0, "server shutting down");
-		}
+		if (p->state == PEND_FREE)
+			continue;
+		pthread_join(p->thread, NULL);
+		close(p->hold_fd);
+		if (!p->rc)
+			srdma_conn_close(p->conn, 8, "server shutting down");
+		p->state = PEND_FREE;
 	}
+	for (unsigned int i = 0; i < s->max_clients; i++)
+		if (s->slots[i].state == SLOT_ACTIVE)
+			close_slot(s, &s->slots[i], 0, "server shutting down");
 	for (int i = 0; i < MAX_REJECTS; i++)
 		if (s->rejects[i].busy)
-			shutdown(s->rejects[i].fd, SHUT_RDWR);
+			shutdown(s->rejects[i].hold_fd, SHUT_RDWR);
 	reap_rejects(s, true);
 }
 
 int main(int argc, char **argv)
 {
 	struct srdma_server_opts o;
-	struct server s = { .max_clients = SRDMA_DEFAULT_MAX_CLIENTS,
+	struct server s = { .max_clients = SRDMA_DEFAULT_MAX_CLIENTS, .max_handshakes = 64,
 			    .epfd = -1, .sigfd = -1, .evfd = -1 };
 	struct srdma_err err;
 	sigset_t sigs;
 	int rc, status = 1;
 
 	srdma_server_opts_init(&o);
-	rc = parse_args(argc, argv, &o, &s.max_clients);
+	rc = parse_args(argc, argv, &o, &s.max_clients, &s.max_handshakes);
 	if (rc)
 		return rc;
 	signal(SIGPIPE, SIG_IGN);
@@ -567,7 +667,9 @@ int main(int argc, char **argv)
 	pthread_mutex_init(&s.lock, NULL);
 
 	s.slots = calloc(s.max_clients, sizeof(*s.slots));
-	if (!s.slots) {
+	s.pend_len = 2 * s.max_handshakes;
+	s.pend = calloc(s.pend_len, sizeof(*s.pend));
+	if (!s.slots || !s.pend) {
 		fprintf(stderr, "%s: out of memory\n", prog);
 		return 1;
 	}
@@ -641,6 +743,7 @@ out:
 		close(s.epfd);
 	srdma_listener_free(s.l);
 	free(s.slots);
+	free(s.pend);
 	pthread_mutex_destroy(&s.lock);
 	if (status == 0)
 		logf_("stopped");

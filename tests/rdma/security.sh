@@ -58,8 +58,66 @@ cross-client)
 	grep -q 'client 1: closed' "$tmp/server.log" && fail "A's connection was closed"
 	stop_server
 	;;
+garbage)
+	# Defence: bounded, checked decoding; an invalid message closes only
+	# its own connection. A real client stays connected through it all.
+	start_server --handshake-timeout 3000
+	feeder real
+	client --json localhost <"$tmp/real.in" >"$tmp/real.out" 2>&1 {real_fd}>&- &
+	echo "send before" >&"$real_fd"
+	wait_for "$tmp/real.out" '"data":"before"' 60 || fail "control: the real client was not served"
+	attack() { # name file: its bytes go to the server right after TLS
+		timeout 30 openssl s_client -connect "127.0.0.1:$port" -quiet -verify_quiet \
+			<"$2" >/dev/null 2>&1
+		echo "attack $1: $(grep -c 'setup failed' "$tmp/server.log") setup failures so far"
+	}
+	z() { head -c "$1" /dev/zero; }
+	head -c 4096 /dev/urandom >"$tmp/random"
+	printf '\000\001\377\377\377\377' >"$tmp/oversized"
+	printf '\000\001\000\000\000\006\000\001' >"$tmp/truncated"
+	printf '\000\011\000\000\000\000' >"$tmp/unknown"
+	# A well-formed PARAMS (QPN 2, MTU 256, no window), but before HELLO.
+	{ printf '\000\002\000\000\000\053\000\000\000\002'; z 22; printf '\001'; z 16; } >"$tmp/early"
+	attack "random bytes" "$tmp/random"
+	attack "oversized length" "$tmp/oversized"
+	attack "truncated HELLO" "$tmp/truncated"
+	attack "unknown type" "$tmp/unknown"
+	attack "PARAMS before HELLO" "$tmp/early"
+	wait_for "$tmp/server.log" 'expected HELLO, got PARAMS' 30 || fail "out-of-order PARAMS not rejected"
+	wait_for "$tmp/server.log" 'invalid header: Message too long' 30 || fail "oversized length not rejected"
+	wait_for "$tmp/server.log" 'invalid header: Protocol error' 30 || fail "unknown type not rejected"
+	[ "$(grep -c 'setup failed' "$tmp/server.log")" -ge 5 ] || fail "not every attack connection was closed"
+	echo "send after" >&"$real_fd"
+	wait_for "$tmp/real.out" '"data":"after"' 60 || fail "the real client was hurt by the attacks"
+	grep -q 'client 1: closed' "$tmp/server.log" && fail "the real client's connection was closed"
+	stop_server
+	;;
+flood)
+	# Defence: connections in their handshake take no client slot, at most
+	# --max-handshakes are in progress and one more evicts the oldest.
+	# 100 connections that never say a word must not keep a real client
+	# out: it connects within the handshake deadline (10 s). With a cap of
+	# 32 the server has room for 64 handshake threads, fewer than the flood:
+	# without eviction the real client would find none.
+	start_server --max-handshakes 32
+	for i in $(seq 100); do
+		exec {f}<>"/dev/tcp/127.0.0.1/$port" || fail "flood connection $i failed"
+	done
+	wait_for "$tmp/server.log" 'handshake evicted' 30 || fail "the flood did not fill the handshake cap"
+	start=$(date +%s)
+	out=$(printf 'send through the flood\nquit\n' | client --timeout 10000 localhost 2>&1)
+	rc=$?
+	took=$(($(date +%s) - start))
+	echo "real client: exit $rc after $took s: $out"
+	echo "evictions: $(grep -c 'handshake evicted' "$tmp/server.log")"
+	[ "$rc" = 0 ] || fail "the real client was kept out by 100 silent connections"
+	grep -q '^echo: through the flood' <<<"$out" || fail "the real client was not served"
+	stop_server
+	tail -n 5 "$tmp/server.log"
+	exit 0
+	;;
 *)
-	echo "usage: $0 stale-rkey|cross-client" >&2
+	echo "usage: $0 stale-rkey|cross-client|garbage|flood" >&2
 	exit 2
 	;;
 esac
