@@ -177,6 +177,16 @@ static int connect_to_peer(struct srdma_conn *c, int64_t deadline,
 	return rc ? rdma_failed(c, rc, deadline) : 0;
 }
 
+/* The binding exchange over RDMA; a failure is told over TLS. */
+static int bind_peer(struct srdma_conn *c, int64_t deadline, struct srdma_err *err)
+{
+	int rc = srdma_binding_exchange(c, deadline, err);
+
+	if (rc)
+		srdma_ctrl_send_error(c, SRDMA_ERR_BINDING, NULL, srdma_now_ms() + 500);
+	return rc;
+}
+
 static int setup_client(struct srdma_conn *c, int64_t deadline, struct srdma_err *err)
 {
 	struct srdma_msg m;
@@ -197,6 +207,8 @@ static int setup_client(struct srdma_conn *c, int64_t deadline, struct srdma_err
 		rc = send_empty(c, SRDMA_MSG_READY, deadline, err);
 	if (!rc)
 		rc = expect(c, SRDMA_MSG_READY, &m, deadline, err);
+	if (!rc)
+		rc = bind_peer(c, deadline, err);
 	return rc;
 }
 
@@ -220,6 +232,8 @@ static int setup_server(struct srdma_conn *c, int64_t deadline, struct srdma_err
 		rc = expect(c, SRDMA_MSG_READY, &m, deadline, err);
 	if (!rc)
 		rc = send_empty(c, SRDMA_MSG_READY, deadline, err);
+	if (!rc)
+		rc = bind_peer(c, deadline, err);
 	return rc;
 }
 

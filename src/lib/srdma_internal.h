@@ -108,6 +108,10 @@ struct srdma_conn {
 	struct srdma_params local, remote;
 	struct srdma_conn_info info;
 
+	/* A receive completion that arrived while waiting for a send's. */
+	struct ibv_wc early_wc;
+	bool have_early_wc;
+
 	/* Partial control message read by srdma_conn_poll_ctrl(). */
 	uint8_t ctrl_buf[SRDMA_WIRE_MAX_MSG];
 	size_t ctrl_have;
@@ -121,6 +125,16 @@ int srdma_verbs_local_params(struct srdma_conn *c, struct srdma_err *err);
 /* INIT -> RTR (rq_psn = peer's PSN) -> RTS (sq_psn = ours), then check. */
 int srdma_verbs_connect(struct srdma_conn *c, struct srdma_err *err);
 void srdma_verbs_destroy(struct srdma_conn *c);
+
+/* --- peer binding (binding.c) --- */
+
+/* Each side's first RDMA message proves it holds the TLS session. */
+int srdma_binding_exchange(struct srdma_conn *c, int64_t deadline,
+			   struct srdma_err *err);
+/* Tests only (never set by the library): 1 sends a wrong MAC, 2 sends
+ * plain data instead of the binding message. Hidden from the shared
+ * library's exports. */
+extern int srdma_binding_fault;
 
 /* --- handshake and control channel (conn.c) --- */
 

@@ -502,6 +502,8 @@ const char *srdma_err_code_name(uint16_t code)
 		return "unexpected message";
 	case SRDMA_ERR_SHUTDOWN:
 		return "shutting down";
+	case SRDMA_ERR_BINDING:
+		return "peer binding failed";
 	default:
 		return "unknown error";
 	}

@@ -40,6 +40,7 @@ enum srdma_err_code {
 	SRDMA_ERR_INTERNAL = 6,
 	SRDMA_ERR_UNEXPECTED = 7,
 	SRDMA_ERR_SHUTDOWN = 8,
+	SRDMA_ERR_BINDING = 9,
 };
 
 /* HELLO caps: the peer offers an RDMA WRITE target window. */
@@ -140,7 +141,7 @@ const char *srdma_msg_type_name(uint16_t type);
 /*
  * "server full", "version mismatch", "bad message", "handshake timeout",
  * "RDMA setup failed", "internal error", "unexpected message",
- * "shutting down"; otherwise "unknown error".
+ * "shutting down", "peer binding failed"; otherwise "unknown error".
  */
 const char *srdma_err_code_name(uint16_t code);
 

@@ -12,7 +12,11 @@
  * A failed write leaves the TLS connection open: the server can only learn
  * of it through the QP.
  *
- * Usage: rogue-client --ca FILE --port N [--dev NAME] HOST
+ * --binding wrong|none breaks the peer binding: a wrong MAC, or plain data
+ * where the binding message belongs (the library's test seam).
+ *
+ * Usage: rogue-client --ca FILE --port N [--dev NAME] [--timeout MS]
+ *                     [--binding wrong|none] HOST
  */
 #include <errno.h>
 #include <getopt.h>
@@ -22,7 +26,7 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 
-#include <srdma.h>
+#include "srdma_internal.h"
 
 static void rdma_write(struct srdma_conn *c, uint32_t rkey, uint64_t addr)
 {
@@ -74,6 +78,8 @@ int main(int argc, char **argv)
 		{ "ca", required_argument, NULL, 'a' },
 		{ "port", required_argument, NULL, 'p' },
 		{ "dev", required_argument, NULL, 'd' },
+		{ "timeout", required_argument, NULL, 't' },
+		{ "binding", required_argument, NULL, 'b' },
 		{ 0 }
 	};
 	struct srdma_client_opts o;
@@ -83,11 +89,18 @@ int main(int argc, char **argv)
 	int ch;
 
 	srdma_client_opts_init(&o);
-	while ((ch = getopt_long(argc, argv, "a:p:d:", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "a:p:d:t:b:", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'a': o.ca_file = optarg; break;
 		case 'p': o.port = (uint16_t)atoi(optarg); break;
 		case 'd': o.rdma.dev_name = optarg; break;
+		case 't': o.handshake_ms = atoi(optarg); break;
+		case 'b':
+			srdma_binding_fault = !strcmp(optarg, "wrong") ? 1 :
+					      !strcmp(optarg, "none") ? 2 : -1;
+			if (srdma_binding_fault < 0)
+				return 2;
+			break;
 		default: return 2;
 		}
 	}

@@ -116,8 +116,31 @@ flood)
 	tail -n 5 "$tmp/server.log"
 	exit 0
 	;;
+binding)
+	# Defence: each side's first RDMA message carries an HMAC keyed from
+	# the TLS session over the QPNs and PSNs; one that does not verify
+	# tears the connection down.
+	start_server
+	rogue_try() { # name binding-mode
+		echo | timeout 60 "$SRDMA_ROGUE" --ca "$certs/ca.pem" --port "$port" --dev "$dev" \
+			--timeout 3000 ${2:+--binding "$2"} localhost >"$tmp/$1.out" 2>&1
+	}
+	rogue_try ok ""
+	echo "control, correct binding: exit $?: $(head -c 300 "$tmp/ok.out")"
+	grep -q '^{"qpn"' "$tmp/ok.out" || fail "control: a correctly bound client was refused"
+	for mode in wrong none; do
+		rogue_try "$mode" "$mode"
+		echo "attack, binding $mode: exit $?: $(cat "$tmp/$mode.out")"
+		grep -q '^{"qpn"' "$tmp/$mode.out" && fail "a client with binding '$mode' got a connection"
+	done
+	[ "$(grep -c 'setup failed at peer binding: the first RDMA message does not carry the binding MAC' "$tmp/server.log")" = 2 ] ||
+		fail "the server did not refuse both unbound QPs"
+	out=$(printf 'send bound\nquit\n' | client localhost)
+	grep -q '^echo: bound' <<<"$out" || fail "the server stopped serving: $out"
+	stop_server
+	;;
 *)
-	echo "usage: $0 stale-rkey|cross-client|garbage|flood" >&2
+	echo "usage: $0 stale-rkey|cross-client|garbage|flood|binding" >&2
 	exit 2
 	;;
 esac

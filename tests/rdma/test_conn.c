@@ -69,9 +69,10 @@ static void assert_qp_holds(struct srdma_conn *mine, struct srdma_conn *peer)
 	assert_int_equal(ibv_query_qp(srdma_conn_qp(mine), &a, IBV_QP_STATE | IBV_QP_RQ_PSN |
 				      IBV_QP_SQ_PSN | IBV_QP_DEST_QPN, &ia), 0);
 	assert_int_equal(a.qp_state, IBV_QPS_RTS);
-	/* Ours sends from our PSN; receives from the peer's. */
-	assert_int_equal(a.sq_psn, m->local_psn);
-	assert_int_equal(a.rq_psn, p->local_psn);
+	/* Ours sends from our PSN; receives from the peer's. The peer-binding
+	 * message (one packet each way) has used one PSN in each direction. */
+	assert_int_equal(a.sq_psn, (m->local_psn + 1) & SRDMA_PSN_MASK);
+	assert_int_equal(a.rq_psn, (p->local_psn + 1) & SRDMA_PSN_MASK);
 	assert_int_equal(a.dest_qp_num, p->local_qpn);
 	assert_int_equal(m->remote_psn, p->local_psn);
 	assert_int_equal(m->remote_qpn, p->local_qpn);

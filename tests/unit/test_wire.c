@@ -729,7 +729,8 @@ static void names(void **state)
 	assert_string_equal(srdma_err_code_name(SRDMA_ERR_UNEXPECTED), "unexpected message");
 	assert_string_equal(srdma_err_code_name(SRDMA_ERR_SHUTDOWN), "shutting down");
 	assert_string_equal(srdma_err_code_name(0), "unknown error");
-	assert_string_equal(srdma_err_code_name(9), "unknown error");
+	assert_string_equal(srdma_err_code_name(SRDMA_ERR_BINDING), "peer binding failed");
+	assert_string_equal(srdma_err_code_name(10), "unknown error");
 	assert_string_equal(srdma_err_code_name(0xffff), "unknown error");
 }
 

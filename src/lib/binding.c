@@ -1,0 +1,165 @@
+/*
+ * Peer binding: proof that the RDMA peer is the TLS peer.
+ *
+ * Once both QPs are in RTS, each side's first RDMA message is a SEND of
+ * "SRB1" followed by HMAC-SHA256(key, role || own QPN || peer QPN || own PSN
+ * || peer PSN), the numbers as the sender sees them, big-endian u32, role
+ * 'C' or 'S'. The key is 32 bytes of the TLS exporter ("EXPORTER-srdma-
+ * binding"): only the two TLS endpoints can compute it. A QP whose first
+ * message does not verify is torn down. The client sends first; the server
+ * answers only after verifying.
+ */
+#include <errno.h>
+#include <string.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include "srdma_internal.h"
+
+#define BINDING_MAGIC "SRB1"
+#define BINDING_LEN (4 + 32)
+#define BINDING_LABEL "EXPORTER-srdma-binding"
+
+int srdma_binding_fault;	/* tests only: see srdma_internal.h */
+
+static void put_u32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
+}
+
+/* The MAC the side with role `role` sends (from that side's point of view). */
+static int binding_mac(struct srdma_conn *c, char role, uint8_t mac[32],
+		       struct srdma_err *err)
+{
+	const struct srdma_params *self = role == (c->server ? 'S' : 'C') ? &c->local : &c->remote;
+	const struct srdma_params *peer = self == &c->local ? &c->remote : &c->local;
+	uint8_t key[32], msg[17];
+	unsigned int len = 0;
+
+	if (SSL_export_keying_material(c->ssl, key, sizeof(key), BINDING_LABEL,
+				       strlen(BINDING_LABEL), NULL, 0, 0) != 1) {
+		srdma_set_err(err, -EPROTO, "peer binding", "TLS exporter failed");
+		return -EPROTO;
+	}
+	msg[0] = (uint8_t)role;
+	put_u32(msg + 1, self->qpn);
+	put_u32(msg + 5, peer->qpn);
+	put_u32(msg + 9, self->psn);
+	put_u32(msg + 13, peer->psn);
+	if (!HMAC(EVP_sha256(), key, sizeof(key), msg, sizeof(msg), mac, &len) || len != 32) {
+		OPENSSL_cleanse(key, sizeof(key));
+		srdma_set_err(err, -EPROTO, "peer binding", "HMAC failed");
+		return -EPROTO;
+	}
+	OPENSSL_cleanse(key, sizeof(key));
+	return 0;
+}
+
+static int send_binding(struct srdma_conn *c, int64_t deadline, struct srdma_err *err)
+{
+	uint8_t *p = c->send_buf.addr;
+	struct ibv_sge sge = { .addr = (uintptr_t)p, .length = BINDING_LEN, .lkey = c->send_buf.lkey };
+	struct ibv_send_wr wr = { .wr_id = 0, .sg_list = &sge, .num_sge = 1,
+				  .opcode = IBV_WR_SEND }, *bad;
+	struct ibv_wc wc;
+	int rc;
+
+	memcpy(p, BINDING_MAGIC, 4);
+	rc = binding_mac(c, c->server ? 'S' : 'C', p + 4, err);
+	if (rc)
+		return rc;
+	if (srdma_binding_fault == 1)
+		p[4] ^= 0x01;			/* a wrong MAC */
+	else if (srdma_binding_fault == 2)
+		memcpy(p, "no binding here, just data.........", BINDING_LEN);
+	rc = ibv_post_send(c->qp, &wr, &bad);
+	if (rc) {
+		srdma_set_err(err, -rc, "peer binding", "post send: %s", strerror(rc));
+		return -rc;
+	}
+	/* The send's completion; a receive may come first (the server's
+	 * answer) and is kept for receive_binding(). */
+	for (;;) {
+		rc = srdma_conn_next_wc(c, srdma_ms_left(deadline), &wc);
+		if (rc <= 0) {
+			srdma_set_err(err, rc ? rc : -ETIMEDOUT, "peer binding",
+				      rc ? "completion error" : "send did not complete in time");
+			return rc ? rc : -ETIMEDOUT;
+		}
+		if (wc.status != IBV_WC_SUCCESS) {
+			srdma_set_err(err, -EIO, "peer binding", "send: %s",
+				      ibv_wc_status_str(wc.status));
+			return -EIO;
+		}
+		if (!(wc.opcode & IBV_WC_RECV))
+			return 0;
+		c->early_wc = wc;
+		c->have_early_wc = true;
+	}
+}
+
+static int receive_binding(struct srdma_conn *c, int64_t deadline, struct srdma_err *err)
+{
+	uint8_t want[32];
+	const uint8_t *got;
+	struct ibv_wc wc;
+	int rc;
+
+	if (c->have_early_wc) {
+		wc = c->early_wc;
+		c->have_early_wc = false;
+	} else {
+		do {
+			rc = srdma_conn_next_wc(c, srdma_ms_left(deadline), &wc);
+			if (rc <= 0) {
+				srdma_set_err(err, rc ? rc : -ETIMEDOUT, "peer binding",
+					      rc ? "completion error" :
+					      "no binding message from the peer in time");
+				return rc ? rc : -ETIMEDOUT;
+			}
+		} while (wc.status == IBV_WC_SUCCESS && !(wc.opcode & IBV_WC_RECV));
+	}
+	if (wc.status != IBV_WC_SUCCESS || wc.opcode != IBV_WC_RECV || wc.wr_id >= SRDMA_SLOTS) {
+		srdma_set_err(err, -EPROTO, "peer binding", "first RDMA message: %s",
+			      wc.status != IBV_WC_SUCCESS ? ibv_wc_status_str(wc.status) :
+			      "not a SEND");
+		return -EPROTO;
+	}
+	got = (const uint8_t *)c->recv_buf.addr + wc.wr_id * c->buf_size;
+	rc = binding_mac(c, c->server ? 'C' : 'S', want, err);
+	if (rc)
+		return rc;
+	if (wc.byte_len != BINDING_LEN || memcmp(got, BINDING_MAGIC, 4) != 0 ||
+	    CRYPTO_memcmp(got + 4, want, 32) != 0) {
+		srdma_set_err(err, -EACCES, "peer binding",
+			      "the first RDMA message does not carry the binding MAC: "
+			      "the RDMA peer is not the TLS peer");
+		return -EACCES;
+	}
+	rc = srdma_conn_post_recv(c, (unsigned int)wc.wr_id);
+	if (rc) {
+		srdma_set_err(err, rc, "peer binding", "repost receive: %s", strerror(-rc));
+		return rc;
+	}
+	return 0;
+}
+
+int srdma_binding_exchange(struct srdma_conn *c, int64_t deadline, struct srdma_err *err)
+{
+	int rc;
+
+	if (c->server) {
+		rc = receive_binding(c, deadline, err);
+		if (!rc)
+			rc = send_binding(c, deadline, err);
+	} else {
+		rc = send_binding(c, deadline, err);
+		if (!rc)
+			rc = receive_binding(c, deadline, err);
+	}
+	return rc;
+}
