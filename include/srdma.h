@@ -66,6 +66,14 @@ struct srdma_err {
 	uint16_t peer_code;
 };
 
+/* Where the PSNs come from (both sides must agree, or the handshake fails):
+ *  EXCHANGE: each side draws its own from the kernel CSPRNG and sends it to
+ *            the peer inside TLS (default).
+ *  EXPORTER: both are derived from the TLS session with
+ *            SSL_export_keying_material, so no PSN crosses the wire at all
+ *            and both sides' randomness feeds them. */
+enum srdma_psn_mode { SRDMA_PSN_EXCHANGE = 0, SRDMA_PSN_EXPORTER = 1 };
+
 /* The RDMA side of either end. Zeroed means all defaults. */
 struct srdma_rdma_opts {
 	const char *dev_name;	/* NULL: the first device */
@@ -75,6 +83,7 @@ struct srdma_rdma_opts {
 				 * RoCE v2 GID, else index 0 */
 	size_t buf_size;	/* 0: SRDMA_DEFAULT_BUF_SIZE; bytes per message
 				 * slot and of the server's write window */
+	enum srdma_psn_mode psn_mode;
 };
 
 struct srdma_server_opts {
@@ -113,6 +122,7 @@ struct srdma_conn;
 struct srdma_conn_info {
 	uint32_t local_qpn, remote_qpn;
 	uint32_t local_psn, remote_psn;	/* secret: log only when asked */
+	enum srdma_psn_mode psn_mode;
 	enum ibv_mtu path_mtu;
 	int gid_index;
 	char dev_name[64];

@@ -98,6 +98,7 @@ int srdma_connect(const struct srdma_client_opts *o, const char *host,
 	}
 	c->fd = -1;
 	c->buf_size = o->rdma.buf_size ? o->rdma.buf_size : SRDMA_DEFAULT_BUF_SIZE;
+	c->psn_mode = o->rdma.psn_mode;
 
 	rc = srdma_tls_client_ctx(&ctx, o->ca_file, o->cert_file, o->key_file, err);
 	if (rc)

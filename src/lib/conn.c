@@ -115,19 +115,32 @@ static int send_hello(struct srdma_conn *c, int64_t deadline, struct srdma_err *
 
 	m.u.hello.version = SRDMA_WIRE_VERSION;
 	m.u.hello.caps = c->server ? SRDMA_CAP_WRITE_WINDOW : 0;
+	if (c->psn_mode == SRDMA_PSN_EXPORTER)
+		m.u.hello.caps |= SRDMA_CAP_PSN_EXPORTER;
 	return srdma_ctrl_send(c, &m, deadline, err);
 }
 
 static int check_hello(struct srdma_conn *c, const struct srdma_hello *h,
 		       int64_t deadline, struct srdma_err *err)
 {
-	if (h->version == SRDMA_WIRE_VERSION)
-		return 0;
-	srdma_set_err(err, -EPROTONOSUPPORT, "handshake",
-		      "peer speaks protocol version %u, we speak %u",
-		      h->version, SRDMA_WIRE_VERSION);
-	srdma_ctrl_send_error(c, SRDMA_ERR_VERSION, NULL, deadline);
-	return -EPROTONOSUPPORT;
+	bool peer_exporter = h->caps & SRDMA_CAP_PSN_EXPORTER;
+
+	if (h->version != SRDMA_WIRE_VERSION) {
+		srdma_set_err(err, -EPROTONOSUPPORT, "handshake",
+			      "peer speaks protocol version %u, we speak %u",
+			      h->version, SRDMA_WIRE_VERSION);
+		srdma_ctrl_send_error(c, SRDMA_ERR_VERSION, NULL, deadline);
+		return -EPROTONOSUPPORT;
+	}
+	if (peer_exporter != (c->psn_mode == SRDMA_PSN_EXPORTER)) {
+		srdma_set_err(err, -EPROTO, "handshake",
+			      "PSN mode mismatch: we use %s, the peer %s",
+			      c->psn_mode == SRDMA_PSN_EXPORTER ? "exporter" : "exchange",
+			      peer_exporter ? "exporter" : "exchange");
+		srdma_ctrl_send_error(c, SRDMA_ERR_PSN_MODE, NULL, deadline);
+		return -EPROTO;
+	}
+	return 0;
 }
 
 static int send_params(struct srdma_conn *c, int64_t deadline, struct srdma_err *err)
@@ -135,6 +148,8 @@ static int send_params(struct srdma_conn *c, int64_t deadline, struct srdma_err 
 	struct srdma_msg m = { .type = SRDMA_MSG_PARAMS };
 
 	m.u.params = c->local;
+	if (c->psn_mode == SRDMA_PSN_EXPORTER)
+		m.u.params.psn = 0;	/* derived on both sides, never sent */
 	return srdma_ctrl_send(c, &m, deadline, err);
 }
 
@@ -173,6 +188,15 @@ static int connect_to_peer(struct srdma_conn *c, int64_t deadline,
 	if (rc)
 		return rc;
 	c->remote = m.u.params;
+	if (c->psn_mode == SRDMA_PSN_EXPORTER) {
+		if (c->remote.psn != 0) {
+			srdma_set_err(err, -EPROTO, "handshake",
+				      "peer sent a PSN in exporter mode");
+			srdma_ctrl_send_error(c, SRDMA_ERR_BAD_MESSAGE, NULL, deadline);
+			return -EPROTO;
+		}
+		c->remote.psn = c->exporter_peer_psn;
+	}
 	rc = srdma_verbs_connect(c, err);
 	return rc ? rdma_failed(c, rc, deadline) : 0;
 }
@@ -244,6 +268,7 @@ int srdma_conn_setup(struct srdma_conn *c, int64_t deadline, struct srdma_err *e
 
 	if (rc)
 		return rc;
+	i->psn_mode = c->psn_mode;
 	i->local_qpn = c->local.qpn;
 	i->local_psn = c->local.psn;
 	i->remote_qpn = c->remote.qpn;

@@ -5,6 +5,8 @@
  * the connection is refused; we never fall back to time or pid.
  */
 #include <errno.h>
+#include <string.h>
+#include <openssl/crypto.h>
 #include <sys/random.h>
 
 #include "srdma.h"
@@ -35,4 +37,24 @@ int srdma_psn_from_source(uint32_t *psn, srdma_random_fn source)
 int srdma_psn_generate(uint32_t *psn)
 {
 	return srdma_psn_from_source(psn, getrandom);
+}
+
+int srdma_psn_from_exporter(struct srdma_conn *c, uint32_t *own, uint32_t *peer,
+			    struct srdma_err *err)
+{
+	static const char label[] = "EXPORTER-srdma-psn";
+	unsigned char k[6];
+	uint32_t client, server;
+
+	if (SSL_export_keying_material(c->ssl, k, sizeof(k), label, strlen(label),
+				       NULL, 0, 0) != 1) {
+		srdma_set_err(err, -EPROTO, "generate PSN", "TLS exporter failed");
+		return -EPROTO;
+	}
+	client = (uint32_t)k[0] << 16 | (uint32_t)k[1] << 8 | k[2];
+	server = (uint32_t)k[3] << 16 | (uint32_t)k[4] << 8 | k[5];
+	OPENSSL_cleanse(k, sizeof(k));
+	*own = c->server ? server : client;
+	*peer = c->server ? client : server;
+	return 0;
 }

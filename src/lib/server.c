@@ -19,6 +19,7 @@ struct srdma_listener {
 	uint16_t port;
 	int handshake_ms;
 	size_t buf_size;
+	enum srdma_psn_mode psn_mode;
 	struct srdma_dev dev;
 };
 
@@ -108,6 +109,7 @@ int srdma_listen(const struct srdma_server_opts *o, struct srdma_listener **out,
 	l->port = o->port ? o->port : SRDMA_DEFAULT_PORT;
 	l->handshake_ms = o->handshake_ms > 0 ? o->handshake_ms : SRDMA_DEFAULT_HANDSHAKE_MS;
 	l->buf_size = o->rdma.buf_size ? o->rdma.buf_size : SRDMA_DEFAULT_BUF_SIZE;
+	l->psn_mode = o->rdma.psn_mode;
 
 	rc = srdma_tls_server_ctx(&l->ctx, o->cert_file, o->key_file, o->client_ca, err);
 	if (rc)
@@ -180,6 +182,7 @@ static int start_tls(struct srdma_listener *l, int fd, int64_t deadline,
 	c->server = true;
 	c->dev = &l->dev;
 	c->buf_size = l->buf_size;
+	c->psn_mode = l->psn_mode;
 	c->ssl = SSL_new(l->ctx);
 	if (!c->ssl || SSL_set_fd(c->ssl, fd) != 1) {
 		srdma_set_err(err, -ENOMEM, "tls setup", "SSL_new failed");

@@ -47,6 +47,10 @@ typedef ssize_t (*srdma_random_fn)(void *buf, size_t len, unsigned int flags);
 
 /* srdma_psn_generate() with the random source made explicit (tests use it). */
 int srdma_psn_from_source(uint32_t *psn, srdma_random_fn source);
+struct srdma_conn;
+/* Exporter mode: both PSNs from the TLS session (client's, then server's). */
+int srdma_psn_from_exporter(struct srdma_conn *c, uint32_t *own, uint32_t *peer,
+			    struct srdma_err *err);
 
 /* --- TLS (tls.c) --- */
 
@@ -97,6 +101,8 @@ struct srdma_conn {
 	struct srdma_dev *dev;
 	bool own_dev;		/* the client opens its own device */
 	size_t buf_size;
+	enum srdma_psn_mode psn_mode;
+	uint32_t exporter_peer_psn;	/* exporter mode: the peer's, derived */
 
 	struct ibv_pd *pd;
 	struct ibv_comp_channel *channel;

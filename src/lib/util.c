@@ -96,5 +96,9 @@ int srdma_check_rdma_opts(const struct srdma_rdma_opts *o, struct srdma_err *err
 			      o->buf_size, SRDMA_MAX_BUF_SIZE);
 		return -EINVAL;
 	}
+	if (o->psn_mode != SRDMA_PSN_EXCHANGE && o->psn_mode != SRDMA_PSN_EXPORTER) {
+		srdma_set_err(err, -EINVAL, "options", "unknown PSN mode %d", (int)o->psn_mode);
+		return -EINVAL;
+	}
 	return 0;
 }

@@ -272,11 +272,17 @@ int srdma_verbs_local_params(struct srdma_conn *c, struct srdma_err *err)
 	int rc;
 
 	memset(p, 0, sizeof(*p));
-	rc = srdma_psn_generate(&p->psn);
-	if (rc) {
-		/* No fallback: without a secret PSN there is no connection. */
-		srdma_set_err(err, rc, "generate PSN", "getrandom: %s", strerror(-rc));
-		return rc;
+	if (c->psn_mode == SRDMA_PSN_EXPORTER) {
+		rc = srdma_psn_from_exporter(c, &p->psn, &c->exporter_peer_psn, err);
+		if (rc)
+			return rc;
+	} else {
+		rc = srdma_psn_generate(&p->psn);
+		if (rc) {
+			/* No fallback: without a secret PSN there is no connection. */
+			srdma_set_err(err, rc, "generate PSN", "getrandom: %s", strerror(-rc));
+			return rc;
+		}
 	}
 	p->qpn = c->qp->qp_num;
 	p->lid = c->dev->port_attr.lid;

@@ -504,6 +504,8 @@ const char *srdma_err_code_name(uint16_t code)
 		return "shutting down";
 	case SRDMA_ERR_BINDING:
 		return "peer binding failed";
+	case SRDMA_ERR_PSN_MODE:
+		return "PSN mode mismatch";
 	default:
 		return "unknown error";
 	}

@@ -41,10 +41,12 @@ enum srdma_err_code {
 	SRDMA_ERR_UNEXPECTED = 7,
 	SRDMA_ERR_SHUTDOWN = 8,
 	SRDMA_ERR_BINDING = 9,
+	SRDMA_ERR_PSN_MODE = 10,
 };
 
 /* HELLO caps: the peer offers an RDMA WRITE target window. */
 #define SRDMA_CAP_WRITE_WINDOW	0x1u
+#define SRDMA_CAP_PSN_EXPORTER	0x2u
 
 struct srdma_hello {
 	uint16_t version;
@@ -141,7 +143,8 @@ const char *srdma_msg_type_name(uint16_t type);
 /*
  * "server full", "version mismatch", "bad message", "handshake timeout",
  * "RDMA setup failed", "internal error", "unexpected message",
- * "shutting down", "peer binding failed"; otherwise "unknown error".
+ * "shutting down", "peer binding failed", "PSN mode mismatch"; otherwise
+ * "unknown error".
  */
 const char *srdma_err_code_name(uint16_t code);
 

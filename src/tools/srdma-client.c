@@ -62,6 +62,9 @@ static void usage(FILE *f)
 "  -s, --buf-size BYTES   message slot size, 64..1073741824 (default 4096)\n"
 "  -t, --timeout MS       deadline for the whole setup (default 10000)\n"
 "  -j, --json             one JSON object per line for every event\n"
+"  -P, --psn-mode MODE    exchange (default): random PSNs sent inside TLS;\n"
+"                         exporter: both PSNs derived from the TLS session,\n"
+"                         none sent at all (both sides must use the same)\n"
 "  -v, --verbose          also print PSNs and the server's rkey (secrets)\n"
 "  -V, --version          print the version\n"
 "  -h, --help             show this help\n"
@@ -362,11 +365,13 @@ static void print_connected(const struct srdma_conn_info *i)
 		printf(",\"tls\":\"%s\",\"cipher\":\"%s\",\"device\":", i->tls_version,
 		       i->tls_cipher);
 		json_string(stdout, i->dev_name, strlen(i->dev_name));
-		printf(",\"mtu\":%d,\"window_bytes\":%u}\n", 128 << i->path_mtu, i->remote_len);
+		printf(",\"mtu\":%d,\"window_bytes\":%u,\"psn_mode\":\"%s\"}\n", 128 << i->path_mtu,
+		       i->remote_len, i->psn_mode == SRDMA_PSN_EXPORTER ? "exporter" : "exchange");
 	} else {
-		printf("connected to %s: %s %s, %s QPN 0x%06x <-> 0x%06x, MTU %d, PSNs verified\n",
+		printf("connected to %s: %s %s, %s QPN 0x%06x <-> 0x%06x, MTU %d, PSNs verified (%s), peer bound\n",
 		       i->peer_addr, i->tls_version, i->tls_cipher, i->dev_name, i->local_qpn,
-		       i->remote_qpn, 128 << i->path_mtu);
+		       i->remote_qpn, 128 << i->path_mtu,
+		       i->psn_mode == SRDMA_PSN_EXPORTER ? "exporter" : "exchange");
 		if (verbose)
 			printf("PSN local 0x%06x remote 0x%06x; server window rkey 0x%x, %u bytes\n",
 			       i->local_psn, i->remote_psn, i->remote_rkey, i->remote_len);
@@ -531,6 +536,7 @@ int main(int argc, char **argv)
 		{ "timeout", required_argument, NULL, 't' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "verbose", no_argument, NULL, 'v' },
+		{ "psn-mode", required_argument, NULL, 'P' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
@@ -542,7 +548,7 @@ int main(int argc, char **argv)
 	int ch;
 
 	srdma_client_opts_init(&o);
-	while ((ch = getopt_long(argc, argv, "p:a:c:k:n:d:i:g:s:t:jvVh", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "p:a:c:k:n:d:i:g:s:t:P:jvVh", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'p':
 			if (!parse_ulong(prog, "--port", optarg, 1, 65535, &v))
@@ -575,6 +581,17 @@ int main(int argc, char **argv)
 			o.handshake_ms = (int)v;
 			break;
 		case 'j': json = true; break;
+		case 'P':
+			if (!strcmp(optarg, "exchange"))
+				o.rdma.psn_mode = SRDMA_PSN_EXCHANGE;
+			else if (!strcmp(optarg, "exporter"))
+				o.rdma.psn_mode = SRDMA_PSN_EXPORTER;
+			else {
+				fprintf(stderr, "%s: --psn-mode: '%s' is not exchange or exporter\n",
+					prog, optarg);
+				return 2;
+			}
+			break;
 		case 'v': verbose = true; break;
 		case 'V': printf("srdma-client %s\n", srdma_version()); return 0;
 		case 'h': usage(stdout); return 0;

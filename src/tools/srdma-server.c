@@ -148,6 +148,9 @@ static void usage(FILE *f)
 "                         (default 4096)\n"
 "  -t, --handshake-timeout MS  deadline for a client's whole setup\n"
 "                         (default 10000)\n"
+"  -P, --psn-mode MODE    exchange (default): random PSNs sent inside TLS;\n"
+"                         exporter: both PSNs derived from the TLS session,\n"
+"                         none sent at all (both sides must use the same)\n"
 "  -v, --verbose          also log PSNs, rkeys and window addresses (secrets)\n"
 "  -V, --version          print the version\n"
 "  -h, --help             show this help\n"
@@ -357,9 +360,9 @@ static void activate(struct server *s, struct slot *sl, unsigned int idx)
 	logf_("client %u: accepted from %s, %s %s%s%s", sl->id, i->peer_addr,
 	      i->tls_version, i->tls_cipher, i->peer_cert_subject[0] ? ", cert " : "",
 	      i->peer_cert_subject);
-	logf_("client %u: QP up on %s: QPN 0x%06x <-> 0x%06x, MTU %d, PSNs set and verified",
+	logf_("client %u: QP up on %s: QPN 0x%06x <-> 0x%06x, MTU %d, PSNs (%s) set and verified, peer bound",
 	      sl->id, i->dev_name, i->local_qpn, i->remote_qpn,
-	      128 << i->path_mtu);
+	      128 << i->path_mtu, i->psn_mode == SRDMA_PSN_EXPORTER ? "exporter" : "exchange");
 	if (verbose)
 		logf_("client %u: PSN local 0x%06x remote 0x%06x; window addr 0x%llx rkey 0x%x len %zu",
 		      sl->id, i->local_psn, i->remote_psn,
@@ -548,6 +551,7 @@ static int parse_args(int argc, char **argv, struct srdma_server_opts *o,
 		{ "buf-size", required_argument, NULL, 's' },
 		{ "handshake-timeout", required_argument, NULL, 't' },
 		{ "verbose", no_argument, NULL, 'v' },
+		{ "psn-mode", required_argument, NULL, 'P' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
@@ -555,7 +559,7 @@ static int parse_args(int argc, char **argv, struct srdma_server_opts *o,
 	unsigned long v;
 	int ch;
 
-	while ((ch = getopt_long(argc, argv, "p:b:c:k:C:m:H:d:i:g:s:t:vVh", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "p:b:c:k:C:m:H:d:i:g:s:t:P:vVh", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'p':
 			if (!parse_ulong(prog, "--port", optarg, 1, 65535, &v))
@@ -596,6 +600,17 @@ static int parse_args(int argc, char **argv, struct srdma_server_opts *o,
 			if (!parse_ulong(prog, "--handshake-timeout", optarg, 100, 600000, &v))
 				return 2;
 			o->handshake_ms = (int)v;
+			break;
+		case 'P':
+			if (!strcmp(optarg, "exchange"))
+				o->rdma.psn_mode = SRDMA_PSN_EXCHANGE;
+			else if (!strcmp(optarg, "exporter"))
+				o->rdma.psn_mode = SRDMA_PSN_EXPORTER;
+			else {
+				fprintf(stderr, "%s: --psn-mode: '%s' is not exchange or exporter\n",
+					prog, optarg);
+				return 2;
+			}
 			break;
 		case 'v': verbose = 1; break;
 		case 'V': printf("srdma-server %s\n", srdma_version()); exit(0);

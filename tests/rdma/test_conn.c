@@ -34,6 +34,8 @@ static void *accept_thread(void *p)
 	return NULL;
 }
 
+static enum srdma_psn_mode client_mode = SRDMA_PSN_EXCHANGE;
+
 /* One secure connection: *sc server side, *cc client side. */
 static void connect_pair(struct srdma_listener *l, struct srdma_conn **sc,
 			 struct srdma_conn **cc)
@@ -47,6 +49,7 @@ static void connect_pair(struct srdma_listener *l, struct srdma_conn **sc,
 	srdma_client_opts_init(&co);
 	co.port = port;
 	co.ca_file = ca;
+	co.rdma.psn_mode = client_mode;
 	assert_int_equal(pthread_create(&t, NULL, accept_thread, &a), 0);
 	rc = srdma_connect(&co, "localhost", cc, &err);
 	if (rc)
@@ -167,6 +170,34 @@ static void send_crosses_the_qp(void **state)
 	srdma_listener_free(l);
 }
 
+static void exporter_mode_psns_agree_and_are_in_effect(void **state)
+{
+	struct srdma_server_opts so;
+	struct srdma_listener *l;
+	struct srdma_conn *s, *c;
+	struct srdma_err err;
+
+	(void)state;
+	srdma_server_opts_init(&so);
+	so.port = port;
+	so.cert_file = cert;
+	so.key_file = key;
+	so.rdma.psn_mode = SRDMA_PSN_EXPORTER;
+	assert_int_equal(srdma_listen(&so, &l, &err), 0);
+	client_mode = SRDMA_PSN_EXPORTER;
+	connect_pair(l, &s, &c);
+	client_mode = SRDMA_PSN_EXCHANGE;
+	assert_int_equal(srdma_conn_info(s)->psn_mode, SRDMA_PSN_EXPORTER);
+	assert_int_equal(srdma_conn_info(c)->psn_mode, SRDMA_PSN_EXPORTER);
+	/* Derived independently on each side, yet the same pair. */
+	assert_qp_holds(s, c);
+	assert_qp_holds(c, s);
+	assert_int_not_equal(srdma_conn_info(s)->local_psn, srdma_conn_info(c)->local_psn);
+	srdma_conn_close(c, 0, NULL);
+	srdma_conn_close(s, 0, NULL);
+	srdma_listener_free(l);
+}
+
 static int setup(void **state)
 {
 	(void)state;
@@ -182,6 +213,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(psns_in_effect_and_fresh_per_connection),
 		cmocka_unit_test(send_crosses_the_qp),
+		cmocka_unit_test(exporter_mode_psns_agree_and_are_in_effect),
 	};
 	return cmocka_run_group_tests(tests, setup, NULL);
 }

@@ -120,6 +120,28 @@ sigterm)
 		fail "the server did not close all three clients"
 	cat "$tmp/server.log"
 	;;
+psn-exporter)
+	# --psn-mode exporter on both sides works; a mismatch either way is
+	# refused with a clear reason.
+	start_server --psn-mode exporter
+	out=$(printf 'send derived\nquit\n' | client --json --psn-mode exporter localhost)
+	echo "$out"
+	grep -q '"psn_mode":"exporter"' <<<"$out" || fail "not connected in exporter mode"
+	grep -qF '"data":"derived"' <<<"$out" || fail "no echo in exporter mode"
+	out=$(echo quit | client localhost 2>&1)
+	echo "exchange client, exporter server: $out"
+	grep -q 'refused the connection: PSN mode mismatch' <<<"$out" || fail "mismatch not refused (client exchange)"
+	grep -q 'setup failed at handshake: PSN mode mismatch: we use exporter, the peer exchange' "$tmp/server.log" ||
+		fail "server did not log the mismatch"
+	stop_server
+	start_server
+	out=$(echo quit | client --psn-mode exporter localhost 2>&1)
+	echo "exporter client, exchange server: $out"
+	grep -q 'refused the connection: PSN mode mismatch' <<<"$out" || fail "mismatch not refused (server exchange)"
+	grep -q 'setup failed at handshake: PSN mode mismatch: we use exchange, the peer exporter' "$tmp/server.log" ||
+		fail "server did not log the mismatch (server exchange)"
+	stop_server
+	;;
 qp-error)
 	# A client whose QP goes to the error state (an RDMA WRITE with a
 	# wrong rkey) loses its connection, though its TLS stays open; its slot
@@ -259,7 +281,7 @@ usage)
 	echo "usage errors reported"
 	;;
 *)
-	echo "usage: $0 echo-write|json|full|kill-client|sigterm|tls-refusals|mtls|qp-error|deadline|valgrind|usage" >&2
+	echo "usage: $0 echo-write|json|full|kill-client|sigterm|tls-refusals|mtls|psn-exporter|qp-error|deadline|valgrind|usage" >&2
 	exit 2
 	;;
 esac

@@ -730,7 +730,8 @@ static void names(void **state)
 	assert_string_equal(srdma_err_code_name(SRDMA_ERR_SHUTDOWN), "shutting down");
 	assert_string_equal(srdma_err_code_name(0), "unknown error");
 	assert_string_equal(srdma_err_code_name(SRDMA_ERR_BINDING), "peer binding failed");
-	assert_string_equal(srdma_err_code_name(10), "unknown error");
+	assert_string_equal(srdma_err_code_name(SRDMA_ERR_PSN_MODE), "PSN mode mismatch");
+	assert_string_equal(srdma_err_code_name(11), "unknown error");
 	assert_string_equal(srdma_err_code_name(0xffff), "unknown error");
 }
 
