@@ -139,8 +139,42 @@ binding)
 	grep -q '^echo: bound' <<<"$out" || fail "the server stopped serving: $out"
 	stop_server
 	;;
+tls-policy)
+	# Defence: TLS 1.2 floor, AEAD suites only for 1.2, client certificates
+	# from the configured CA under mutual TLS. Driven by openssl s_client,
+	# an independent client; at security level 0 it really offers old
+	# versions and suites, so a refusal is the server's.
+	start_server --client-ca "$certs/ca.pem"
+	sc() { # s_client ARGS...: handshake, then close; output in $tmp/sc
+		timeout 30 openssl s_client -connect "127.0.0.1:$port" -CAfile "$certs/ca.pem" \
+			-verify_return_error "$@" </dev/null >"$tmp/sc" 2>&1
+	}
+	mine=(-cert "$certs/client.pem" -key "$certs/client.key")
+	sc -tls1_2 "${mine[@]}" || fail "control: TLS 1.2 with the right client certificate failed: $(cat "$tmp/sc")"
+	grep -qE 'New, TLSv1.2, Cipher is ECDHE-(ECDSA|RSA)-(AES(128|256)-GCM-SHA(256|384)|CHACHA20-POLY1305)' "$tmp/sc" ||
+		fail "control: not TLS 1.2 with an AEAD suite: $(grep -E 'New,|Cipher' "$tmp/sc")"
+	sc "${mine[@]}" || fail "control: default handshake failed"
+	grep -q 'New, TLSv1.3, Cipher is' "$tmp/sc" || fail "control: TLS 1.3 is not preferred"
+	echo "controls: TLS 1.2 AEAD and TLS 1.3 accepted with the right client certificate"
+	for v in -tls1 -tls1_1; do
+		sc "$v" -cipher 'DEFAULT@SECLEVEL=0' "${mine[@]}" && fail "$v was accepted"
+		echo "$v refused: $(grep -m1 -oE 'alert [a-z ]+|no protocols available|unsupported protocol' "$tmp/sc")"
+	done
+	sc -tls1_2 -cipher 'ECDHE-ECDSA-AES128-SHA256:ECDHE-ECDSA-AES128-SHA' "${mine[@]}" &&
+		fail "a CBC-only TLS 1.2 client was accepted"
+	echo "CBC-only TLS 1.2 refused"
+	# Under TLS 1.3 the client may finish its side before the server's
+	# refusal arrives: the server's log is the verdict.
+	sc -cert "$certs/other-client.pem" -key "$certs/other-client.key" || true
+	sc || true
+	wait_for "$tmp/server.log" 'peer did not return a certificate' 30 || fail "a client without a certificate was not refused"
+	wait_for "$tmp/server.log" 'certificate verify failed|unknown ca|unable to get local issuer' 30 ||
+		fail "the other CA's client certificate was not refused"
+	grep 'setup failed' "$tmp/server.log"
+	stop_server
+	;;
 *)
-	echo "usage: $0 stale-rkey|cross-client|garbage|flood|binding" >&2
+	echo "usage: $0 stale-rkey|cross-client|garbage|flood|binding|tls-policy" >&2
 	exit 2
 	;;
 esac
