@@ -164,6 +164,9 @@ SRDMA_API int srdma_listener_fd(const struct srdma_listener *l);
 /* The port actually bound (useful with port 0... which means 4433). */
 SRDMA_API uint16_t srdma_listener_port(const struct srdma_listener *l);
 SRDMA_API void srdma_listener_free(struct srdma_listener *l);
+/* The RDMA device and port the listener serves on. */
+SRDMA_API const char *srdma_listener_device(const struct srdma_listener *l);
+SRDMA_API int srdma_listener_ib_port(const struct srdma_listener *l);
 
 /* accept(2) one TCP connection (non-blocking listener: -EAGAIN when none). */
 SRDMA_API int srdma_accept_fd(struct srdma_listener *l, int *fd,

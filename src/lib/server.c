@@ -137,6 +137,16 @@ uint16_t srdma_listener_port(const struct srdma_listener *l)
 	return l->port;
 }
 
+const char *srdma_listener_device(const struct srdma_listener *l)
+{
+	return l->dev.name;
+}
+
+int srdma_listener_ib_port(const struct srdma_listener *l)
+{
+	return l->dev.port;
+}
+
 void srdma_listener_free(struct srdma_listener *l)
 {
 	if (!l)

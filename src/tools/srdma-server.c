@@ -156,6 +156,9 @@ static void usage(FILE *f)
 "  -h, --help             show this help\n"
 "\n"
 "SIGINT or SIGTERM: says BYE to every client, frees everything, exits 0.\n"
+"SIGUSR1: logs a stats line: clients, and the port's PSN-sequence counters\n"
+"(out-of-sequence and duplicate requests: injection attempts show there).\n"
+"A client whose QP fails (error completion) is disconnected with the reason.\n"
 "Exit status: 0 after a signal, 1 when setup fails (the message says which\n"
 "step and why), 2 on bad usage.\n");
 }
@@ -174,6 +177,59 @@ static void close_slot(struct server *s, struct slot *sl, uint16_t code,
 	s->active--;
 	logf_("client %u: closed: %s (%lu echoes, %lu writes, %llu bytes)", sl->id,
 	      reason, sl->echoes, sl->writes, sl->bytes);
+}
+
+/* --- device counters --- */
+
+/*
+ * Port counters that show packets outside the expected PSN window: an
+ * injection attempt, or a very lossy fabric. rxe names them
+ * out_of_seq_request / duplicate_request / rcvd_seq_err; mlx5 has
+ * out_of_sequence / packet_seq_err / duplicate_request. Whatever exists
+ * under the port's hw_counters is reported.
+ */
+static const char *const seq_counters[] = {
+	"out_of_seq_request", "duplicate_request", "rcvd_seq_err",
+	"out_of_sequence", "packet_seq_err",
+};
+#define N_SEQ_COUNTERS (sizeof(seq_counters) / sizeof(seq_counters[0]))
+
+/* -1 where the device has no such counter. */
+static void read_counters(const struct srdma_listener *l, long long v[N_SEQ_COUNTERS])
+{
+	for (size_t i = 0; i < N_SEQ_COUNTERS; i++) {
+		char path[256];
+		FILE *f;
+
+		v[i] = -1;
+		snprintf(path, sizeof(path), "/sys/class/infiniband/%s/ports/%d/hw_counters/%s",
+			 srdma_listener_device(l), srdma_listener_ib_port(l), seq_counters[i]);
+		f = fopen(path, "r");
+		if (!f)
+			continue;
+		if (fscanf(f, "%lld", &v[i]) != 1)
+			v[i] = -1;
+		fclose(f);
+	}
+}
+
+static long long counters_at_start[N_SEQ_COUNTERS];
+
+static void log_stats(struct server *s, const char *why)
+{
+	long long now[N_SEQ_COUNTERS];
+	char line[512];
+	size_t len = 0;
+
+	read_counters(s->l, now);
+	for (size_t i = 0; i < N_SEQ_COUNTERS && len < sizeof(line); i++)
+		if (now[i] >= 0)
+			len += (size_t)snprintf(line + len, sizeof(line) - len, " %s=%lld (+%lld)",
+						seq_counters[i], now[i],
+						now[i] - (counters_at_start[i] > 0 ? counters_at_start[i] : 0));
+	logf_("stats (%s): %u clients, %u connections so far; %s port %d counters:%s", why,
+	      s->active, s->next_id, srdma_listener_device(s->l), srdma_listener_ib_port(s->l),
+	      len ? line : " none readable");
 }
 
 /* --- new connections --- */
@@ -677,6 +733,7 @@ int main(int argc, char **argv)
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGINT);
 	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGUSR1);
 	/* Blocked in every thread; read from the signalfd in the loop. */
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	pthread_mutex_init(&s.lock, NULL);
@@ -701,6 +758,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "%s: event setup failed: %s\n", prog, strerror(errno));
 		goto out;
 	}
+	read_counters(s.l, counters_at_start);
 	logf_("srdma-server %s listening on %s port %u, up to %u clients%s",
 	      srdma_version(), o.bind_addr ? o.bind_addr : "all addresses",
 	      srdma_listener_port(s.l), s.max_clients,
@@ -732,6 +790,10 @@ int main(int argc, char **argv)
 
 				if (read(s.sigfd, &si, sizeof(si)) != sizeof(si))
 					break;
+				if (si.ssi_signo == SIGUSR1) {
+					log_stats(&s, "SIGUSR1");
+					break;
+				}
 				logf_("signal %s: shutting down", strsignal((int)si.ssi_signo));
 				status = 0;
 				goto out;
@@ -748,8 +810,11 @@ int main(int argc, char **argv)
 		}
 	}
 out:
-	if (s.l)
+	if (s.l) {
 		shutdown_all(&s);
+		if (status == 0)
+			log_stats(&s, "at exit");
+	}
 	if (s.evfd >= 0)
 		close(s.evfd);
 	if (s.sigfd >= 0)

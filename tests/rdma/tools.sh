@@ -21,7 +21,10 @@ echo-write)
 	# IPv6, verified against the certificate's IP entry.
 	out=$(printf 'send over ipv6\nquit\n' | client ::1)
 	grep -q '^echo: over ipv6' <<<"$out" || fail "not served over IPv6: $out"
-	# The server saw the write's bytes (its log names them at -v only).
+	# SIGUSR1: a stats line with the port's sequence counters.
+	kill -USR1 "$srv_pid"
+	wait_for "$tmp/server.log" 'stats \(SIGUSR1\): 0 clients, 2 connections so far; .* counters: .*(duplicate_request|out_of_seq)' 30 ||
+		fail "no stats line with counters after SIGUSR1"
 	stop_server
 	grep -q 'client 1: closed: client said bye (4 echoes, 4 writes' "$tmp/server.log" &&
 		grep -q 'client 2: accepted from \[::1\]' "$tmp/server.log" ||
