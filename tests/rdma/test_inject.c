@@ -1,0 +1,390 @@
+/*
+ * Off-path injection, for real: forged RoCE v2 packets (Ethernet, IPv4 with
+ * a spoofed source, UDP 4791, BTH, a valid ICRC) enter through the far end
+ * of the veth pair that carries rxe0 (an AF_PACKET socket on veth1), so they
+ * arrive at the rxe netdev as a packet from the wire would.
+ *
+ * Control: a SEND with the QP's correct next PSN (read on the server side
+ * with ibv_query_qp, which an off-path attacker cannot do) is delivered.
+ * Attack: thousands of SENDs with other PSNs deliver nothing, the port's
+ * sequence counters see them, and the real connection keeps working.
+ *
+ * Needs the rxe-vm single-guest layout (RXE_VM_NETDEV=veth0); skipped
+ * elsewhere.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <cmocka.h>
+
+#include "srdma.h"
+
+#define ROCE_PORT 4791
+#define OP_RC_SEND_ONLY 0x04
+
+static char cert[300], key[300], ca[300];
+static uint16_t port;
+
+/* --- packet forging --------------------------------------------------- */
+
+struct forge {
+	int fd;
+	int ifindex;
+	uint8_t dst_mac[6], src_mac[6];
+	uint32_t src_ip, dst_ip;	/* network order */
+};
+
+static uint32_t crc32_le(uint32_t crc, const uint8_t *p, size_t n)
+{
+	while (n--) {
+		crc ^= *p++;
+		for (int k = 0; k < 8; k++)
+			crc = (crc >> 1) ^ (0xedb88320u & (0u - (crc & 1)));
+	}
+	return crc;
+}
+
+static uint16_t ip_checksum(const uint8_t *h, size_t n)
+{
+	uint32_t sum = 0;
+
+	for (size_t i = 0; i < n; i += 2)
+		sum += (uint32_t)h[i] << 8 | h[i + 1];
+	while (sum >> 16)
+		sum = (sum & 0xffff) + (sum >> 16);
+	return (uint16_t)~sum;
+}
+
+static void put16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)(v >> 8);
+	p[1] = (uint8_t)v;
+}
+
+static void put24(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 16);
+	p[1] = (uint8_t)(v >> 8);
+	p[2] = (uint8_t)v;
+}
+
+/* Build and send one RC SEND_ONLY to (dqpn, psn) carrying payload. */
+static int inject_send(struct forge *f, uint32_t dqpn, uint32_t psn,
+		       const char *payload)
+{
+	uint8_t pkt[256], icrc_in[256];
+	size_t plen = strlen(payload), pad = (4 - plen % 4) % 4;
+	size_t ip_len = 20 + 8 + 12 + plen + pad + 4;
+	uint8_t *ip = pkt + 14, *udp = ip + 20, *bth = udp + 8, *data = bth + 12;
+	struct sockaddr_ll to = { .sll_family = AF_PACKET, .sll_ifindex = f->ifindex,
+				  .sll_halen = 6 };
+	uint32_t crc;
+	size_t n;
+
+	memset(pkt, 0, sizeof(pkt));
+	memcpy(pkt, f->dst_mac, 6);
+	memcpy(pkt + 6, f->src_mac, 6);
+	put16(pkt + 12, ETH_P_IP);
+	ip[0] = 0x45;
+	put16(ip + 2, (uint16_t)ip_len);
+	put16(ip + 6, 0x4000);		/* DF */
+	ip[8] = 64;
+	ip[9] = IPPROTO_UDP;
+	memcpy(ip + 12, &f->src_ip, 4);
+	memcpy(ip + 16, &f->dst_ip, 4);
+	put16(ip + 10, ip_checksum(ip, 20));
+	put16(udp, 0xc000);
+	put16(udp + 2, ROCE_PORT);
+	put16(udp + 4, (uint16_t)(ip_len - 20));
+	bth[0] = OP_RC_SEND_ONLY;
+	bth[1] = (uint8_t)(pad << 4);
+	put16(bth + 2, 0xffff);		/* default P_Key */
+	put24(bth + 5, dqpn);
+	bth[8] = 0x80;			/* AckReq */
+	put24(bth + 9, psn);
+	memcpy(data, payload, plen);
+
+	/* ICRC (as rxe computes it): CRC-32 seeded with 8 bytes of 0xff, over
+	 * the IP, UDP and BTH headers with the variant fields masked to ones,
+	 * then the payload and pad; stored inverted, little-endian. */
+	n = ip_len - 4;
+	memcpy(icrc_in, ip, n);
+	icrc_in[1] = 0xff;			/* TOS */
+	icrc_in[8] = 0xff;			/* TTL */
+	icrc_in[10] = icrc_in[11] = 0xff;	/* IP checksum */
+	icrc_in[26] = icrc_in[27] = 0xff;	/* UDP checksum */
+	icrc_in[32] = 0xff;			/* BTH resv8a */
+	crc = ~crc32_le(0xdebb20e3u, icrc_in, n);
+	memcpy(ip + n, &crc, 4);
+
+	memcpy(to.sll_addr, f->dst_mac, 6);
+	if (sendto(f->fd, pkt, 14 + ip_len, 0, (struct sockaddr *)&to, sizeof(to)) < 0)
+		return -errno;
+	return 0;
+}
+
+static bool read_mac(const char *ifname, uint8_t mac[6])
+{
+	char path[128];
+	unsigned int b[6];
+	FILE *f;
+	int n;
+
+	snprintf(path, sizeof(path), "/sys/class/net/%s/address", ifname);
+	f = fopen(path, "r");
+	if (!f)
+		return false;
+	n = fscanf(f, "%x:%x:%x:%x:%x:%x", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5]);
+	fclose(f);
+	for (int i = 0; i < 6; i++)
+		mac[i] = (uint8_t)b[i];
+	return n == 6;
+}
+
+static void write_sysctl(const char *path, const char *v)
+{
+	FILE *f = fopen(path, "w");
+
+	assert_non_null(f);
+	fputs(v, f);
+	fclose(f);
+}
+
+static long long counter(const char *dev, const char *name)
+{
+	char path[256];
+	long long v = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/sys/class/infiniband/%s/ports/1/hw_counters/%s", dev, name);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	if (fscanf(f, "%lld", &v) != 1)
+		v = -1;
+	fclose(f);
+	return v;
+}
+
+static void forge_open(struct forge *f)
+{
+	const char *addr = getenv("RXE_VM_ADDR");
+
+	assert_non_null(addr);
+	assert_true(read_mac("veth0", f->dst_mac));
+	assert_true(read_mac("veth1", f->src_mac));
+	/* The connection's peer is 10.77.0.1 itself (both ends on rxe0): the
+	 * spoofed source is the real client's address. Linux drops packets
+	 * from outside with a local source unless told not to. */
+	write_sysctl("/proc/sys/net/ipv4/conf/all/rp_filter", "0");
+	write_sysctl("/proc/sys/net/ipv4/conf/veth0/rp_filter", "0");
+	write_sysctl("/proc/sys/net/ipv4/conf/veth0/accept_local", "1");
+	assert_int_equal(inet_pton(AF_INET, addr, &f->src_ip), 1);
+	f->dst_ip = f->src_ip;
+	f->ifindex = (int)if_nametoindex("veth1");
+	assert_true(f->ifindex > 0);
+	f->fd = socket(AF_PACKET, SOCK_RAW, htons(ETH_P_IP));
+	assert_true(f->fd >= 0);
+}
+
+/* --- a real connection ---------------------------------------------------- */
+
+struct accept_arg {
+	struct srdma_listener *l;
+	struct srdma_conn *c;
+	struct srdma_err err;
+	int rc;
+};
+
+static void *accept_thread(void *p)
+{
+	struct accept_arg *a = p;
+
+	a->rc = srdma_accept(a->l, &a->c, &a->err);
+	return NULL;
+}
+
+static void connect_pair(struct srdma_listener *l, struct srdma_conn **sc,
+			 struct srdma_conn **cc)
+{
+	struct srdma_client_opts co;
+	struct accept_arg a = { .l = l };
+	struct srdma_err err;
+	pthread_t t;
+
+	srdma_client_opts_init(&co);
+	co.port = port;
+	co.ca_file = ca;
+	assert_int_equal(pthread_create(&t, NULL, accept_thread, &a), 0);
+	assert_int_equal(srdma_connect(&co, "localhost", cc, &err), 0);
+	pthread_join(t, NULL);
+	assert_int_equal(a.rc, 0);
+	*sc = a.c;
+}
+
+static uint32_t expected_psn(struct srdma_conn *server)
+{
+	struct ibv_qp_attr a;
+	struct ibv_qp_init_attr ia;
+
+	assert_int_equal(ibv_query_qp(srdma_conn_qp(server), &a, IBV_QP_RQ_PSN, &ia), 0);
+	return a.rq_psn;
+}
+
+/* The next receive on c within ms, or fail; returns its payload length. */
+static int next_recv(struct srdma_conn *c, int ms, char *out, size_t cap)
+{
+	struct ibv_wc wc;
+	int n;
+
+	while ((n = srdma_conn_next_wc(c, ms, &wc)) == 1) {
+		assert_int_equal(wc.status, IBV_WC_SUCCESS);
+		if (wc.opcode == IBV_WC_RECV) {
+			size_t len = wc.byte_len < cap - 1 ? wc.byte_len : cap - 1;
+
+			memcpy(out, (char *)srdma_conn_recv_buf(c)->addr +
+			       wc.wr_id * srdma_conn_buf_size(c), len);
+			out[len] = '\0';
+			srdma_conn_post_recv(c, (unsigned int)wc.wr_id);
+			return (int)wc.byte_len;
+		}
+	}
+	return -1;
+}
+
+static void real_send(struct srdma_conn *c, const char *text)
+{
+	const struct srdma_buf *b = srdma_conn_send_buf(c);
+	struct ibv_sge sge = { .addr = (uintptr_t)b->addr, .length = (uint32_t)strlen(text),
+			       .lkey = b->lkey };
+	struct ibv_send_wr wr = { .sg_list = &sge, .num_sge = 1, .opcode = IBV_WR_SEND }, *bad;
+	struct ibv_wc wc;
+
+	memcpy(b->addr, text, strlen(text));
+	assert_int_equal(ibv_post_send(srdma_conn_qp(c), &wr, &bad), 0);
+	assert_int_equal(srdma_conn_next_wc(c, 5000, &wc), 1);
+	assert_int_equal(wc.status, IBV_WC_SUCCESS);
+}
+
+static struct srdma_listener *listener(void)
+{
+	struct srdma_server_opts so;
+	struct srdma_listener *l;
+	struct srdma_err err;
+
+	srdma_server_opts_init(&so);
+	so.port = port;
+	so.cert_file = cert;
+	so.key_file = key;
+	assert_int_equal(srdma_listen(&so, &l, &err), 0);
+	return l;
+}
+
+static void control_correct_psn_is_delivered(void **state)
+{
+	struct srdma_listener *l = listener();
+	struct srdma_conn *s, *c;
+	struct forge f;
+	char got[64];
+	uint32_t psn;
+
+	(void)state;
+	forge_open(&f);
+	connect_pair(l, &s, &c);
+	psn = expected_psn(s);
+	assert_int_equal(inject_send(&f, srdma_conn_info(s)->local_qpn, psn, "injected!"), 0);
+	assert_int_equal(next_recv(s, 5000, got, sizeof(got)), 9);
+	assert_string_equal(got, "injected!");
+	print_message("control: a forged SEND with the right PSN 0x%06x was delivered\n", psn);
+	close(f.fd);
+	srdma_conn_close(c, 0, NULL);
+	srdma_conn_close(s, 0, NULL);
+	srdma_listener_free(l);
+}
+
+static void wrong_psns_deliver_nothing(void **state)
+{
+	struct srdma_listener *l = listener();
+	struct srdma_conn *s, *c;
+	const char *dev;
+	long long before_oos, before_dup, after_oos, after_dup;
+	struct forge f;
+	char got[64];
+	uint32_t expect, qpn;
+	int sent = 0;
+
+	(void)state;
+	forge_open(&f);
+	connect_pair(l, &s, &c);
+	dev = srdma_conn_info(s)->dev_name;
+	qpn = srdma_conn_info(s)->local_qpn;
+	expect = expected_psn(s);
+	before_oos = counter(dev, "out_of_seq_request");
+	before_dup = counter(dev, "duplicate_request");
+	for (int i = 0; i < 5000; i++) {
+		uint32_t psn;
+
+		assert_int_equal(getrandom(&psn, sizeof(psn), 0), (ssize_t)sizeof(psn));
+		psn &= SRDMA_PSN_MASK;
+		if (psn == expect)
+			continue;	/* the one guess that would land */
+		assert_int_equal(inject_send(&f, qpn, psn, "injected!"), 0);
+		sent++;
+	}
+	/* Nothing may arrive. */
+	assert_int_equal(next_recv(s, 2000, got, sizeof(got)), -1);
+	after_oos = counter(dev, "out_of_seq_request");
+	after_dup = counter(dev, "duplicate_request");
+	print_message("attack: %d forged SENDs with wrong PSNs, none delivered; "
+		      "out_of_seq_request +%lld, duplicate_request +%lld\n", sent,
+		      after_oos - before_oos, after_dup - before_dup);
+	/* The device saw them (and dropped them). */
+	assert_true(after_oos - before_oos + after_dup - before_dup > 0);
+	/* The real connection still works, in order. */
+	real_send(c, "still here");
+	assert_int_equal(next_recv(s, 5000, got, sizeof(got)), 10);
+	assert_string_equal(got, "still here");
+	close(f.fd);
+	srdma_conn_close(c, 0, NULL);
+	srdma_conn_close(s, 0, NULL);
+	srdma_listener_free(l);
+}
+
+static int setup(void **state)
+{
+	const char *nd = getenv("RXE_VM_NETDEV");
+
+	(void)state;
+	snprintf(cert, sizeof(cert), "%s/server.pem", SRDMA_TEST_CERTS);
+	snprintf(key, sizeof(key), "%s/server.key", SRDMA_TEST_CERTS);
+	snprintf(ca, sizeof(ca), "%s/ca.pem", SRDMA_TEST_CERTS);
+	port = (uint16_t)(20000 + getpid() % 20000);
+	if (!nd || strcmp(nd, "veth0") != 0) {
+		fprintf(stderr, "skipped: needs tests/vm/rxe-vm's veth pair (RXE_VM_NETDEV=veth0)\n");
+		exit(77);
+	}
+	return 0;
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(control_correct_psn_is_delivered),
+		cmocka_unit_test(wrong_psns_deliver_nothing),
+	};
+	return cmocka_run_group_tests(tests, setup, NULL);
+}
