@@ -195,7 +195,10 @@ SRDMA_API int srdma_connect(const struct srdma_client_opts *o,
 
 SRDMA_API const struct srdma_conn_info *srdma_conn_info(const struct srdma_conn *c);
 SRDMA_API struct ibv_qp *srdma_conn_qp(const struct srdma_conn *c);
-/* Both CQs report to this channel; see srdma_conn_next_wc(). */
+/* Both CQs report to this channel; see srdma_conn_next_wc(). They are
+ * armed when the connection is handed over; a program that waits on the
+ * channel itself must poll the CQs once first (a completion may already be
+ * there) and re-arm after every event. */
 SRDMA_API struct ibv_comp_channel *srdma_conn_channel(const struct srdma_conn *c);
 /* Send slots (SRDMA_SLOTS x buf_size, local access only). */
 SRDMA_API const struct srdma_buf *srdma_conn_send_buf(const struct srdma_conn *c);

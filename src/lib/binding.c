@@ -10,6 +10,7 @@
  * answers only after verifying.
  */
 #include <errno.h>
+#include <poll.h>
 #include <string.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -102,6 +103,54 @@ static int send_binding(struct srdma_conn *c, int64_t deadline, struct srdma_err
 	}
 }
 
+/*
+ * Next completion, while also watching the TLS channel: a peer that refuses
+ * our binding says so there (ERROR) rather than on the QP, and we want to
+ * know at once, not at the deadline. 1: *wc filled; negative: err filled.
+ */
+static int next_wc_or_refusal(struct srdma_conn *c, int64_t deadline, struct ibv_wc *wc,
+			      struct srdma_err *err)
+{
+	for (;;) {
+		struct pollfd p[2] = {
+			{ .fd = c->channel->fd, .events = POLLIN },
+			{ .fd = c->fd, .events = POLLIN },
+		};
+		int n = srdma_conn_next_wc(c, 0, wc);
+
+		if (n < 0) {
+			srdma_set_err(err, n, "peer binding", "completion error");
+			return n;
+		}
+		if (n)
+			return 1;
+		n = poll(p, 2, srdma_ms_left(deadline));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n == 0) {
+			srdma_set_err(err, -ETIMEDOUT, "peer binding",
+				      "no binding message from the peer in time");
+			return -ETIMEDOUT;
+		}
+		if (n < 0) {
+			srdma_set_err(err, -errno, "peer binding", "poll: %s", strerror(errno));
+			return -errno;
+		}
+		if (p[1].revents) {
+			struct srdma_err peer;
+			int rc = srdma_conn_poll_ctrl(c, &peer);
+
+			if (rc) {
+				srdma_set_err(err, -ECONNREFUSED, "peer binding", "the peer refused: %s",
+					      peer.msg);
+				if (err)
+					err->peer_code = peer.peer_code;
+				return -ECONNREFUSED;
+			}
+		}
+	}
+}
+
 static int receive_binding(struct srdma_conn *c, int64_t deadline, struct srdma_err *err)
 {
 	uint8_t want[32];
@@ -114,13 +163,9 @@ static int receive_binding(struct srdma_conn *c, int64_t deadline, struct srdma_
 		c->have_early_wc = false;
 	} else {
 		do {
-			rc = srdma_conn_next_wc(c, srdma_ms_left(deadline), &wc);
-			if (rc <= 0) {
-				srdma_set_err(err, rc ? rc : -ETIMEDOUT, "peer binding",
-					      rc ? "completion error" :
-					      "no binding message from the peer in time");
-				return rc ? rc : -ETIMEDOUT;
-			}
+			rc = next_wc_or_refusal(c, deadline, &wc, err);
+			if (rc < 0)
+				return rc;
 		} while (wc.status == IBV_WC_SUCCESS && !(wc.opcode & IBV_WC_RECV));
 	}
 	if (wc.status != IBV_WC_SUCCESS || wc.opcode != IBV_WC_RECV || wc.wr_id >= SRDMA_SLOTS) {

@@ -268,6 +268,14 @@ int srdma_conn_setup(struct srdma_conn *c, int64_t deadline, struct srdma_err *e
 
 	if (rc)
 		return rc;
+	/* The setup waited on the channel itself and may have left the CQs
+	 * disarmed; arm them for the caller. (A completion that came in
+	 * before this raises no event: callers poll once before waiting, as
+	 * srdma_conn_next_wc() does.) */
+	if (ibv_req_notify_cq(c->send_cq, 0) || ibv_req_notify_cq(c->recv_cq, 0)) {
+		srdma_set_err(err, -EIO, "arm CQ", "ibv_req_notify_cq failed");
+		return -EIO;
+	}
 	i->psn_mode = c->psn_mode;
 	i->local_qpn = c->local.qpn;
 	i->local_psn = c->local.psn;

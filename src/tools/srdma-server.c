@@ -232,6 +232,8 @@ static void log_stats(struct server *s, const char *why)
 	      len ? line : " none readable");
 }
 
+static void on_cq(struct server *s, struct slot *sl);
+
 /* --- new connections --- */
 
 static void *handshake_thread(void *arg)
@@ -475,6 +477,9 @@ static void on_handshakes(struct server *s)
 		sl->id = p->id;
 		sl->conn = p->conn;
 		activate(s, sl, idx);
+		/* A SEND may have landed before we watched the channel. */
+		if (sl->state == SLOT_ACTIVE)
+			on_cq(s, sl);
 	}
 }
 

@@ -132,6 +132,9 @@ binding)
 		rogue_try "$mode" "$mode"
 		echo "attack, binding $mode: exit $?: $(cat "$tmp/$mode.out")"
 		grep -q '^{"qpn"' "$tmp/$mode.out" && fail "a client with binding '$mode' got a connection"
+		# It hears why at once, over TLS, not at its deadline.
+		grep -q 'the peer refused: peer binding failed' "$tmp/$mode.out" ||
+			fail "the refused client was not told why"
 	done
 	[ "$(grep -c 'setup failed at peer binding: the first RDMA message does not carry the binding MAC' "$tmp/server.log")" = 2 ] ||
 		fail "the server did not refuse both unbound QPs"
