@@ -60,13 +60,66 @@ static int binding_mac(struct srdma_conn *c, char role, uint8_t mac[32],
 	return 0;
 }
 
+/*
+ * Our binding SEND's completion, from the send CQ only: a receive that
+ * arrives meanwhile stays in the receive CQ for whoever reads it next (the
+ * peer's binding, or on the server the client's first real message, which
+ * belongs to the program).
+ */
+static int wait_send_done(struct srdma_conn *c, int64_t deadline, struct srdma_err *err)
+{
+	for (;;) {
+		struct pollfd p = { .fd = c->channel->fd, .events = POLLIN };
+		struct ibv_wc wc;
+		struct ibv_cq *cq;
+		void *ctx;
+		int n = ibv_poll_cq(c->send_cq, 1, &wc);
+
+		if (n == 0) {
+			/* Arm, then look again: a completion that came before
+			 * the arming raises no event. */
+			if (ibv_req_notify_cq(c->send_cq, 0)) {
+				srdma_set_err(err, -EIO, "peer binding", "arm send CQ");
+				return -EIO;
+			}
+			n = ibv_poll_cq(c->send_cq, 1, &wc);
+		}
+		if (n < 0) {
+			srdma_set_err(err, -EIO, "peer binding", "poll send CQ");
+			return -EIO;
+		}
+		if (n == 1) {
+			if (wc.status == IBV_WC_SUCCESS)
+				return 0;
+			srdma_set_err(err, -EIO, "peer binding", "send: %s",
+				      ibv_wc_status_str(wc.status));
+			return -EIO;
+		}
+		n = poll(&p, 1, srdma_ms_left(deadline));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			srdma_set_err(err, -errno, "peer binding", "poll: %s", strerror(errno));
+			return -errno;
+		}
+		if (n == 0) {
+			srdma_set_err(err, -ETIMEDOUT, "peer binding",
+				      "send did not complete in time");
+			return -ETIMEDOUT;
+		}
+		/* Either CQ's event; a receive CQ left disarmed is armed again
+		 * when setup ends. */
+		if (ibv_get_cq_event(c->channel, &cq, &ctx) == 0)
+			ibv_ack_cq_events(cq, 1);
+	}
+}
+
 static int send_binding(struct srdma_conn *c, int64_t deadline, struct srdma_err *err)
 {
 	uint8_t *p = c->send_buf.addr;
 	struct ibv_sge sge = { .addr = (uintptr_t)p, .length = BINDING_LEN, .lkey = c->send_buf.lkey };
 	struct ibv_send_wr wr = { .wr_id = 0, .sg_list = &sge, .num_sge = 1,
 				  .opcode = IBV_WR_SEND }, *bad;
-	struct ibv_wc wc;
 	int rc;
 
 	memcpy(p, BINDING_MAGIC, 4);
@@ -82,25 +135,7 @@ static int send_binding(struct srdma_conn *c, int64_t deadline, struct srdma_err
 		srdma_set_err(err, -rc, "peer binding", "post send: %s", strerror(rc));
 		return -rc;
 	}
-	/* The send's completion; a receive may come first (the server's
-	 * answer) and is kept for receive_binding(). */
-	for (;;) {
-		rc = srdma_conn_next_wc(c, srdma_ms_left(deadline), &wc);
-		if (rc <= 0) {
-			srdma_set_err(err, rc ? rc : -ETIMEDOUT, "peer binding",
-				      rc ? "completion error" : "send did not complete in time");
-			return rc ? rc : -ETIMEDOUT;
-		}
-		if (wc.status != IBV_WC_SUCCESS) {
-			srdma_set_err(err, -EIO, "peer binding", "send: %s",
-				      ibv_wc_status_str(wc.status));
-			return -EIO;
-		}
-		if (!(wc.opcode & IBV_WC_RECV))
-			return 0;
-		c->early_wc = wc;
-		c->have_early_wc = true;
-	}
+	return wait_send_done(c, deadline, err);
 }
 
 /*
@@ -158,16 +193,11 @@ static int receive_binding(struct srdma_conn *c, int64_t deadline, struct srdma_
 	struct ibv_wc wc;
 	int rc;
 
-	if (c->have_early_wc) {
-		wc = c->early_wc;
-		c->have_early_wc = false;
-	} else {
-		do {
-			rc = next_wc_or_refusal(c, deadline, &wc, err);
-			if (rc < 0)
-				return rc;
-		} while (wc.status == IBV_WC_SUCCESS && !(wc.opcode & IBV_WC_RECV));
-	}
+	do {
+		rc = next_wc_or_refusal(c, deadline, &wc, err);
+		if (rc < 0)
+			return rc;
+	} while (wc.status == IBV_WC_SUCCESS && !(wc.opcode & IBV_WC_RECV));
 	if (wc.status != IBV_WC_SUCCESS || wc.opcode != IBV_WC_RECV || wc.wr_id >= SRDMA_SLOTS) {
 		srdma_set_err(err, -EPROTO, "peer binding", "first RDMA message: %s",
 			      wc.status != IBV_WC_SUCCESS ? ibv_wc_status_str(wc.status) :

@@ -114,10 +114,6 @@ struct srdma_conn {
 	struct srdma_params local, remote;
 	struct srdma_conn_info info;
 
-	/* A receive completion that arrived while waiting for a send's. */
-	struct ibv_wc early_wc;
-	bool have_early_wc;
-
 	/* Partial control message read by srdma_conn_poll_ctrl(). */
 	uint8_t ctrl_buf[SRDMA_WIRE_MAX_MSG];
 	size_t ctrl_have;

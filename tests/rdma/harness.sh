@@ -60,13 +60,15 @@ feeder() {
 }
 
 # wait_for FILE PATTERN [SECONDS]: until FILE has a line matching PATTERN.
+# (Wall-clock seconds: under TCG each grep/sleep fork costs ~0.3 s, so a
+# count of tries would wait several times longer than asked.)
 wait_for() {
-	local i
-	for ((i = 0; i < ${3:-30} * 10; i++)); do
+	local end=$((SECONDS + ${3:-30}))
+	while [ "$SECONDS" -lt "$end" ]; do
 		grep -qE "$2" "$1" 2>/dev/null && return 0
 		sleep 0.1
 	done
-	return 1
+	grep -qE "$2" "$1" 2>/dev/null
 }
 
 

@@ -47,11 +47,11 @@ free_tcp_port() {
 
 # Wait up to $2 seconds (default 10) until something listens on TCP port $1.
 wait_listen() {
-	local hex i
+	local hex end=$((SECONDS + ${2:-10}))
 	hex=$(printf '%04X' "$1")
-	for ((i = 0; i < ${2:-10} * 10; i++)); do
+	while :; do
 		grep -qiE "^ *[0-9]+: [0-9A-F]+:$hex [0-9A-F]+:0000 0A" /proc/net/tcp /proc/net/tcp6 2>/dev/null && return 0
+		[ "$SECONDS" -lt "$end" ] || return 1
 		sleep 0.1
 	done
-	return 1
 }

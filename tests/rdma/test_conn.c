@@ -14,53 +14,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "srdma.h"
-
-static char cert[300], key[300], ca[300];
-static uint16_t port;
-
-struct accept_arg {
-	struct srdma_listener *l;
-	struct srdma_conn *c;
-	struct srdma_err err;
-	int rc;
-};
-
-static void *accept_thread(void *p)
-{
-	struct accept_arg *a = p;
-
-	a->rc = srdma_accept(a->l, &a->c, &a->err);
-	return NULL;
-}
-
-static enum srdma_psn_mode client_mode = SRDMA_PSN_EXCHANGE;
-
-/* One secure connection: *sc server side, *cc client side. */
-static void connect_pair(struct srdma_listener *l, struct srdma_conn **sc,
-			 struct srdma_conn **cc)
-{
-	struct srdma_client_opts co;
-	struct accept_arg a = { .l = l };
-	struct srdma_err err;
-	pthread_t t;
-	int rc;
-
-	srdma_client_opts_init(&co);
-	co.port = port;
-	co.ca_file = ca;
-	co.rdma.psn_mode = client_mode;
-	assert_int_equal(pthread_create(&t, NULL, accept_thread, &a), 0);
-	rc = srdma_connect(&co, "localhost", cc, &err);
-	if (rc)
-		fprintf(stderr, "connect: %s: %s\n", err.step, err.msg);
-	pthread_join(t, NULL);
-	if (a.rc)
-		fprintf(stderr, "accept: %s: %s\n", a.err.step, a.err.msg);
-	assert_int_equal(rc, 0);
-	assert_int_equal(a.rc, 0);
-	*sc = a.c;
-}
+#include "pair.h"
 
 /* What the device holds for qp must be what the handshake negotiated. */
 static void assert_qp_holds(struct srdma_conn *mine, struct srdma_conn *peer)
@@ -84,20 +38,14 @@ static void assert_qp_holds(struct srdma_conn *mine, struct srdma_conn *peer)
 
 static void psns_in_effect_and_fresh_per_connection(void **state)
 {
-	struct srdma_server_opts so;
 	struct srdma_listener *l;
 	struct srdma_conn *s[2], *c[2];
-	struct srdma_err err;
 	uint32_t psn[4];
 
 	(void)state;
-	srdma_server_opts_init(&so);
-	so.port = port;
-	so.cert_file = cert;
-	so.key_file = key;
-	assert_int_equal(srdma_listen(&so, &l, &err), 0);
+	l = pair_listen(SRDMA_PSN_EXCHANGE);
 	for (int i = 0; i < 2; i++) {
-		connect_pair(l, &s[i], &c[i]);
+		pair_connect(l, SRDMA_PSN_EXCHANGE, &s[i], &c[i]);
 		assert_qp_holds(s[i], c[i]);
 		assert_qp_holds(c[i], s[i]);
 		assert_string_equal(srdma_conn_info(c[i])->tls_version, "TLSv1.3");
@@ -118,7 +66,6 @@ static void psns_in_effect_and_fresh_per_connection(void **state)
 
 static void send_crosses_the_qp(void **state)
 {
-	struct srdma_server_opts so;
 	struct srdma_listener *l;
 	struct srdma_conn *s, *c;
 	struct srdma_err err;
@@ -130,12 +77,8 @@ static void send_crosses_the_qp(void **state)
 	bool got_recv = false;
 
 	(void)state;
-	srdma_server_opts_init(&so);
-	so.port = port;
-	so.cert_file = cert;
-	so.key_file = key;
-	assert_int_equal(srdma_listen(&so, &l, &err), 0);
-	connect_pair(l, &s, &c);
+	l = pair_listen(SRDMA_PSN_EXCHANGE);
+	pair_connect(l, SRDMA_PSN_EXCHANGE, &s, &c);
 
 	b = srdma_conn_send_buf(c);
 	memcpy(b->addr, msg, sizeof(msg));
@@ -172,21 +115,12 @@ static void send_crosses_the_qp(void **state)
 
 static void exporter_mode_psns_agree_and_are_in_effect(void **state)
 {
-	struct srdma_server_opts so;
 	struct srdma_listener *l;
 	struct srdma_conn *s, *c;
-	struct srdma_err err;
 
 	(void)state;
-	srdma_server_opts_init(&so);
-	so.port = port;
-	so.cert_file = cert;
-	so.key_file = key;
-	so.rdma.psn_mode = SRDMA_PSN_EXPORTER;
-	assert_int_equal(srdma_listen(&so, &l, &err), 0);
-	client_mode = SRDMA_PSN_EXPORTER;
-	connect_pair(l, &s, &c);
-	client_mode = SRDMA_PSN_EXCHANGE;
+	l = pair_listen(SRDMA_PSN_EXPORTER);
+	pair_connect(l, SRDMA_PSN_EXPORTER, &s, &c);
 	assert_int_equal(srdma_conn_info(s)->psn_mode, SRDMA_PSN_EXPORTER);
 	assert_int_equal(srdma_conn_info(c)->psn_mode, SRDMA_PSN_EXPORTER);
 	/* Derived independently on each side, yet the same pair. */
@@ -198,16 +132,6 @@ static void exporter_mode_psns_agree_and_are_in_effect(void **state)
 	srdma_listener_free(l);
 }
 
-static int setup(void **state)
-{
-	(void)state;
-	snprintf(cert, sizeof(cert), "%s/server.pem", SRDMA_TEST_CERTS);
-	snprintf(key, sizeof(key), "%s/server.key", SRDMA_TEST_CERTS);
-	snprintf(ca, sizeof(ca), "%s/ca.pem", SRDMA_TEST_CERTS);
-	port = (uint16_t)(20000 + getpid() % 20000);
-	return 0;
-}
-
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -215,5 +139,5 @@ int main(void)
 		cmocka_unit_test(send_crosses_the_qp),
 		cmocka_unit_test(exporter_mode_psns_agree_and_are_in_effect),
 	};
-	return cmocka_run_group_tests(tests, setup, NULL);
+	return cmocka_run_group_tests(tests, NULL, NULL);
 }

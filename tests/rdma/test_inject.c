@@ -31,13 +31,11 @@
 #include <sys/socket.h>
 #include <cmocka.h>
 
-#include "srdma.h"
+#include "pair.h"
 
 #define ROCE_PORT 4791
 #define OP_RC_SEND_ONLY 0x04
 
-static char cert[300], key[300], ca[300];
-static uint16_t port;
 
 /* --- packet forging --------------------------------------------------- */
 
@@ -203,39 +201,6 @@ static void forge_open(struct forge *f)
 
 /* --- a real connection ---------------------------------------------------- */
 
-struct accept_arg {
-	struct srdma_listener *l;
-	struct srdma_conn *c;
-	struct srdma_err err;
-	int rc;
-};
-
-static void *accept_thread(void *p)
-{
-	struct accept_arg *a = p;
-
-	a->rc = srdma_accept(a->l, &a->c, &a->err);
-	return NULL;
-}
-
-static void connect_pair(struct srdma_listener *l, struct srdma_conn **sc,
-			 struct srdma_conn **cc)
-{
-	struct srdma_client_opts co;
-	struct accept_arg a = { .l = l };
-	struct srdma_err err;
-	pthread_t t;
-
-	srdma_client_opts_init(&co);
-	co.port = port;
-	co.ca_file = ca;
-	assert_int_equal(pthread_create(&t, NULL, accept_thread, &a), 0);
-	assert_int_equal(srdma_connect(&co, "localhost", cc, &err), 0);
-	pthread_join(t, NULL);
-	assert_int_equal(a.rc, 0);
-	*sc = a.c;
-}
-
 static uint32_t expected_psn(struct srdma_conn *server)
 {
 	struct ibv_qp_attr a;
@@ -280,23 +245,9 @@ static void real_send(struct srdma_conn *c, const char *text)
 	assert_int_equal(wc.status, IBV_WC_SUCCESS);
 }
 
-static struct srdma_listener *listener(void)
-{
-	struct srdma_server_opts so;
-	struct srdma_listener *l;
-	struct srdma_err err;
-
-	srdma_server_opts_init(&so);
-	so.port = port;
-	so.cert_file = cert;
-	so.key_file = key;
-	assert_int_equal(srdma_listen(&so, &l, &err), 0);
-	return l;
-}
-
 static void control_correct_psn_is_delivered(void **state)
 {
-	struct srdma_listener *l = listener();
+	struct srdma_listener *l = pair_listen(SRDMA_PSN_EXCHANGE);
 	struct srdma_conn *s, *c;
 	struct forge f;
 	char got[64];
@@ -304,7 +255,7 @@ static void control_correct_psn_is_delivered(void **state)
 
 	(void)state;
 	forge_open(&f);
-	connect_pair(l, &s, &c);
+	pair_connect(l, SRDMA_PSN_EXCHANGE, &s, &c);
 	psn = expected_psn(s);
 	assert_int_equal(inject_send(&f, srdma_conn_info(s)->local_qpn, psn, "injected!"), 0);
 	assert_int_equal(next_recv(s, 5000, got, sizeof(got)), 9);
@@ -318,7 +269,7 @@ static void control_correct_psn_is_delivered(void **state)
 
 static void wrong_psns_deliver_nothing(void **state)
 {
-	struct srdma_listener *l = listener();
+	struct srdma_listener *l = pair_listen(SRDMA_PSN_EXCHANGE);
 	struct srdma_conn *s, *c;
 	const char *dev;
 	long long before_oos, before_dup, after_oos, after_dup;
@@ -329,7 +280,7 @@ static void wrong_psns_deliver_nothing(void **state)
 
 	(void)state;
 	forge_open(&f);
-	connect_pair(l, &s, &c);
+	pair_connect(l, SRDMA_PSN_EXCHANGE, &s, &c);
 	dev = srdma_conn_info(s)->dev_name;
 	qpn = srdma_conn_info(s)->local_qpn;
 	expect = expected_psn(s);
@@ -369,10 +320,6 @@ static int setup(void **state)
 	const char *nd = getenv("RXE_VM_NETDEV");
 
 	(void)state;
-	snprintf(cert, sizeof(cert), "%s/server.pem", SRDMA_TEST_CERTS);
-	snprintf(key, sizeof(key), "%s/server.key", SRDMA_TEST_CERTS);
-	snprintf(ca, sizeof(ca), "%s/ca.pem", SRDMA_TEST_CERTS);
-	port = (uint16_t)(20000 + getpid() % 20000);
 	if (!nd || strcmp(nd, "veth0") != 0) {
 		fprintf(stderr, "skipped: needs tests/vm/rxe-vm's veth pair (RXE_VM_NETDEV=veth0)\n");
 		exit(77);

@@ -72,6 +72,8 @@ full)
 		printf 'auto 3\nquit\n' >&"${!fd}"
 	done
 	for i in $(seq 10); do
+		wait_for "$tmp/c$i.out" '"event":"closed"' 90 ||
+			fail "client $i did not finish: $(cat "$tmp/c$i.out")"
 		wait "$(cat "$tmp/c$i.pid")" || fail "client $i exited non-zero: $(cat "$tmp/c$i.out")"
 		grep -q '"event":"auto","rounds":3,"echoes_ok":3,"writes_ok":3' "$tmp/c$i.out" ||
 			fail "client $i did not finish its rounds after the refusal: $(cat "$tmp/c$i.out")"

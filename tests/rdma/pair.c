@@ -1,0 +1,73 @@
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "pair.h"
+
+struct accept_arg {
+	struct srdma_listener *l;
+	struct srdma_conn *c;
+	struct srdma_err err;
+	int rc;
+};
+
+static uint16_t pair_port(void)
+{
+	return (uint16_t)(20000 + getpid() % 20000);
+}
+
+static void *accept_thread(void *p)
+{
+	struct accept_arg *a = p;
+
+	a->rc = srdma_accept(a->l, &a->c, &a->err);
+	return NULL;
+}
+
+struct srdma_listener *pair_listen(enum srdma_psn_mode mode)
+{
+	struct srdma_server_opts so;
+	struct srdma_listener *l;
+	struct srdma_err err;
+	int rc;
+
+	srdma_server_opts_init(&so);
+	so.port = pair_port();
+	so.cert_file = SRDMA_TEST_CERTS "/server.pem";
+	so.key_file = SRDMA_TEST_CERTS "/server.key";
+	so.rdma.psn_mode = mode;
+	rc = srdma_listen(&so, &l, &err);
+	if (rc)
+		fprintf(stderr, "listen: %s: %s\n", err.step, err.msg);
+	assert_int_equal(rc, 0);
+	return l;
+}
+
+void pair_connect(struct srdma_listener *l, enum srdma_psn_mode mode,
+		  struct srdma_conn **sc, struct srdma_conn **cc)
+{
+	struct srdma_client_opts co;
+	struct accept_arg a = { .l = l };
+	struct srdma_err err;
+	pthread_t t;
+	int rc;
+
+	srdma_client_opts_init(&co);
+	co.port = pair_port();
+	co.ca_file = SRDMA_TEST_CERTS "/ca.pem";
+	co.rdma.psn_mode = mode;
+	assert_int_equal(pthread_create(&t, NULL, accept_thread, &a), 0);
+	rc = srdma_connect(&co, "localhost", cc, &err);
+	if (rc)
+		fprintf(stderr, "connect: %s: %s\n", err.step, err.msg);
+	pthread_join(t, NULL);
+	if (a.rc)
+		fprintf(stderr, "accept: %s: %s\n", a.err.step, a.err.msg);
+	assert_int_equal(rc, 0);
+	assert_int_equal(a.rc, 0);
+	*sc = a.c;
+}

@@ -1,0 +1,17 @@
+/*
+ * Test helper: a listener and secure connections to it within one process
+ * (both ends on the same RDMA device), with the build's test certificates.
+ * Failures are cmocka assertions.
+ */
+#ifndef SRDMA_TEST_PAIR_H
+#define SRDMA_TEST_PAIR_H
+
+#include "srdma.h"
+
+/* A listener on a per-process port (server certificate, PSN mode). */
+struct srdma_listener *pair_listen(enum srdma_psn_mode mode);
+/* One connection to l: *sc the server's end, *cc the client's. */
+void pair_connect(struct srdma_listener *l, enum srdma_psn_mode mode,
+		  struct srdma_conn **sc, struct srdma_conn **cc);
+
+#endif
