@@ -147,6 +147,25 @@ psn-exporter)
 		fail "server did not log the mismatch (server exchange)"
 	stop_server
 	;;
+bench-smoke)
+	# srdma-bench runs (a smoke test, not a measurement): lat at two sizes.
+	for size in 8 4096; do
+		"$bin/srdma-bench" lat --port "$port" --dev "$dev" --cert "$certs/server.pem" \
+			--key "$certs/server.key" -s "$size" -n 200 >"$tmp/bs.out" 2>&1 &
+		bs=$!
+		wait_listen "$port" 30 || fail "bench server did not listen"
+		out=$(timeout 120 "$bin/srdma-bench" lat --port "$port" --dev "$dev" --ca "$certs/ca.pem" \
+			-s "$size" -n 200 --json localhost 2>&1)
+		rc=$?
+		wait "$bs" || fail "bench server failed: $(cat "$tmp/bs.out")"
+		echo "$out"
+		[ "$rc" = 0 ] || fail "bench client exited $rc"
+		grep -qE "^\{\"mode\":\"lat\",\"bytes\":$size,\"iters\":200,\"min_us\":[0-9.]+,\"median_us\":[0-9.]+" <<<"$out" ||
+			fail "no latency line for $size bytes"
+	done
+	"$bin/srdma-bench" lat >/dev/null 2>&1 && fail "bench without --cert/--key did not fail"
+	"$bin/srdma-bench" --help | grep -q 'ib_send_lat' || fail "bench --help"
+	;;
 qp-error)
 	# A client whose QP goes to the error state (an RDMA WRITE with a
 	# wrong rkey) loses its connection, though its TLS stays open; its slot
@@ -286,7 +305,7 @@ usage)
 	echo "usage errors reported"
 	;;
 *)
-	echo "usage: $0 echo-write|json|full|kill-client|sigterm|tls-refusals|mtls|psn-exporter|qp-error|deadline|valgrind|usage" >&2
+	echo "usage: $0 echo-write|json|full|kill-client|sigterm|tls-refusals|mtls|psn-exporter|bench-smoke|qp-error|deadline|valgrind|usage" >&2
 	exit 2
 	;;
 esac
