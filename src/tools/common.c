@@ -1,5 +1,6 @@
 #include <errno.h>
 #include <stdlib.h>
+#include <time.h>
 #include <openssl/evp.h>
 
 #include "common.h"
@@ -52,4 +53,12 @@ int sha256(const void *buf, size_t len, unsigned char out[32])
 	if (EVP_Digest(buf, len, out, &n, EVP_sha256(), NULL) != 1 || n != 32)
 		return -1;
 	return 0;
+}
+
+double now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
 }

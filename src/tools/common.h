@@ -13,6 +13,8 @@ bool parse_ulong(const char *prog, const char *option, const char *s,
 		 unsigned long min, unsigned long max, unsigned long *out);
 /* Write s as a JSON string (quotes included). */
 void json_string(FILE *f, const char *s, size_t len);
+/* Monotonic time in microseconds. */
+double now_us(void);
 /* SHA-256 of buf, in out[32]. Returns 0 or -1. */
 int sha256(const void *buf, size_t len, unsigned char out[32]);
 

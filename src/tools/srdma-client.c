@@ -83,14 +83,6 @@ static void usage(FILE *f)
 "fails or is lost (the message says which step and why); 2 on bad usage.\n");
 }
 
-static double now_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
-}
-
 static void report_error(const char *step, const char *msg)
 {
 	if (json) {

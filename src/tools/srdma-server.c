@@ -56,7 +56,7 @@ struct pending {
 	int fd;				/* the thread's; closed by it */
 	int hold_fd;			/* dup(fd), ours: shutdown() to evict safely
 					 * even once the thread has closed fd */
-	int64_t started;
+	double started;			/* now_us() */
 	pthread_t thread;
 	struct srdma_conn *conn;
 	struct srdma_err err;
@@ -88,14 +88,6 @@ struct server {
 /* epoll data: pointer-sized tags (kind in the low bits of a slot index). */
 enum { EV_LISTEN = 1, EV_SIGNAL, EV_HANDSHAKE, EV_CTRL, EV_CQ };
 #define EV_TAG(kind, idx) (((uint64_t)(idx) << 8) | (kind))
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void logf_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void logf_(const char *fmt, ...)
@@ -382,7 +374,7 @@ static void on_listen(struct server *s)
 		p->id = ++s->next_id;
 		p->fd = fd;
 		p->hold_fd = dup(fd);
-		p->started = now_ms();
+		p->started = now_us();
 		p->state = PEND_RUNNING;
 		if (p->hold_fd < 0 || !start_thread(&p->thread, handshake_thread, s, p)) {
 			logf_("client %u: cannot start its handshake: %s", p->id, strerror(errno));
