@@ -53,6 +53,8 @@ extern "C" {
 #define SRDMA_MAX_BUF_SIZE (1u << 30)
 /* Receive (and send) slots per connection. */
 #define SRDMA_SLOTS 16
+/* Largest send queue (srdma_rdma_opts.send_depth). */
+#define SRDMA_MAX_SEND_DEPTH 4096
 
 /* What failed: step names the operation ("tls handshake", "modify QP to
  * RTR", ...), msg says why (errno text, OpenSSL reason, WC status, or the
@@ -84,6 +86,8 @@ struct srdma_rdma_opts {
 	size_t buf_size;	/* 0: SRDMA_DEFAULT_BUF_SIZE; bytes per message
 				 * slot and of the server's write window */
 	enum srdma_psn_mode psn_mode;
+	unsigned int send_depth; /* 0: SRDMA_SLOTS; send queue entries, up to
+				 * SRDMA_MAX_SEND_DEPTH (RDMA WRITE pipelines) */
 };
 
 struct srdma_server_opts {
@@ -95,6 +99,8 @@ struct srdma_server_opts {
 				 * this CA (PEM file) */
 	unsigned int max_clients; /* 0: 10 */
 	int handshake_ms;	/* 0: 10000; the whole setup's deadline */
+	int no_resumption;	/* nonzero: issue no TLS session tickets, so
+				 * every client does a full handshake */
 	struct srdma_rdma_opts rdma;
 };
 
@@ -108,6 +114,12 @@ struct srdma_client_opts {
 	const char *server_name; /* name (or IP) the certificate must carry;
 				 * NULL: the host dialled */
 	int handshake_ms;	/* 0: 10000 */
+	int resume;		/* nonzero (srdma_client_connect only): keep the
+				 * TLS session ticket each connection receives and
+				 * offer it on the next connection to the same
+				 * host, port and name, which then skips the
+				 * certificate exchange (TLS 1.3 resumption; a
+				 * fresh ECDHE key exchange still runs). */
 	struct srdma_rdma_opts rdma;
 };
 
@@ -116,7 +128,21 @@ SRDMA_API void srdma_server_opts_init(struct srdma_server_opts *o);
 SRDMA_API void srdma_client_opts_init(struct srdma_client_opts *o);
 
 struct srdma_listener;
+struct srdma_client;
 struct srdma_conn;
+
+/* Where one connection's setup spent its time, in microseconds, as this
+ * side saw it. params_us is the control messages' own time: HELLO, PARAMS
+ * and READY, waits for the peer included. */
+struct srdma_setup_times {
+	uint32_t tcp_us;	/* TCP connect (client; 0 on the server) */
+	uint32_t tls_us;	/* TLS handshake */
+	uint32_t params_us;	/* HELLO, PARAMS, READY exchange */
+	uint32_t qp_create_us;	/* PD, CQs, MRs, QP to INIT, receives, PSN */
+	uint32_t qp_connect_us;	/* INIT -> RTR -> RTS and ibv_query_qp check */
+	uint32_t binding_us;	/* the binding exchange over RDMA */
+	uint32_t total_us;	/* all of the above, start to finish */
+};
 
 /* A connection's negotiated state, fixed once it is up. */
 struct srdma_conn_info {
@@ -130,6 +156,8 @@ struct srdma_conn_info {
 	char tls_version[16];		/* "TLSv1.3" */
 	char tls_cipher[64];
 	char peer_cert_subject[128];	/* "" when the peer sent none */
+	int tls_resumed;		/* 1: an abbreviated (resumed) handshake */
+	struct srdma_setup_times times;
 	/* The peer's RDMA write window (len 0: none). Secret. */
 	uint64_t remote_addr;
 	uint32_t remote_rkey;
@@ -186,10 +214,24 @@ SRDMA_API int srdma_accept(struct srdma_listener *l, struct srdma_conn **out,
 
 /* --- client side --- */
 
-/* Dial host (name or address), verify the server, and set up the QP. */
+/* Dial host (name or address), verify the server, and set up the QP.
+ * One-shot: loads the CA and opens the device for this connection only. */
 SRDMA_API int srdma_connect(const struct srdma_client_opts *o,
 			    const char *host, struct srdma_conn **out,
 			    struct srdma_err *err);
+
+/*
+ * A client for many connections: the TLS context (CA, client certificate)
+ * and the RDMA device are loaded once and shared, and with o->resume set
+ * the last session ticket per server is kept for resumption. The strings in
+ * o are copied. srdma_client_connect() may be called from several threads at
+ * once. The client must outlive its connections.
+ */
+SRDMA_API int srdma_client_new(const struct srdma_client_opts *o,
+			       struct srdma_client **out, struct srdma_err *err);
+SRDMA_API int srdma_client_connect(struct srdma_client *cl, const char *host,
+				   struct srdma_conn **out, struct srdma_err *err);
+SRDMA_API void srdma_client_free(struct srdma_client *cl);
 
 /* --- a connection --- */
 
@@ -209,6 +251,9 @@ SRDMA_API const struct srdma_buf *srdma_conn_recv_buf(const struct srdma_conn *c
  * on the client). The only memory with remote access. */
 SRDMA_API const struct srdma_buf *srdma_conn_window(const struct srdma_conn *c);
 SRDMA_API size_t srdma_conn_buf_size(const struct srdma_conn *c);
+/* Bytes a send may carry with IBV_SEND_INLINE on this QP (0: none).
+ * Send work requests complete only when posted with IBV_SEND_SIGNALED. */
+SRDMA_API uint32_t srdma_conn_max_inline(const struct srdma_conn *c);
 
 /* Post receive slot i again. */
 SRDMA_API int srdma_conn_post_recv(struct srdma_conn *c, unsigned int slot);

@@ -119,7 +119,7 @@ static int send_binding(struct srdma_conn *c, int64_t deadline, struct srdma_err
 	uint8_t *p = c->send_buf.addr;
 	struct ibv_sge sge = { .addr = (uintptr_t)p, .length = BINDING_LEN, .lkey = c->send_buf.lkey };
 	struct ibv_send_wr wr = { .wr_id = 0, .sg_list = &sge, .num_sge = 1,
-				  .opcode = IBV_WR_SEND }, *bad;
+				  .opcode = IBV_WR_SEND, .send_flags = IBV_SEND_SIGNALED }, *bad;
 	int rc;
 
 	memcpy(p, BINDING_MAGIC, 4);

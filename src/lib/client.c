@@ -1,5 +1,6 @@
 /* The connecting side. */
 #include <errno.h>
+#include <pthread.h>
 #include <netdb.h>
 #include <poll.h>
 #include <stdio.h>
@@ -74,60 +75,208 @@ static int dial(const char *host, uint16_t port, int64_t deadline, int *fd,
 	return rc;
 }
 
-int srdma_connect(const struct srdma_client_opts *o, const char *host,
-		  struct srdma_conn **out, struct srdma_err *err)
+/*
+ * A client: the TLS context and the device, shared by its connections, and
+ * with resumption on, the newest session ticket for the one server (host,
+ * port, name) it last reached.
+ */
+struct srdma_client {
+	SSL_CTX *ctx;
+	struct srdma_dev *dev;
+	uint16_t port;
+	char *server_name;
+	int handshake_ms;
+	size_t buf_size;
+	unsigned int send_depth;
+	enum srdma_psn_mode psn_mode;
+	bool resume;
+
+	pthread_mutex_t lock;	/* guards the two below */
+	SSL_SESSION *session;
+	char *session_key;	/* "name port": where session is good */
+};
+
+int srdma_client_new(const struct srdma_client_opts *o, struct srdma_client **out,
+		     struct srdma_err *err)
 {
-	int64_t deadline = srdma_now_ms() +
-		(o->handshake_ms > 0 ? o->handshake_ms : SRDMA_DEFAULT_HANDSHAKE_MS);
-	SSL_CTX *ctx = NULL;
+	struct srdma_client *cl;
+	int rc;
+
+	rc = srdma_check_rdma_opts(&o->rdma, err);
+	if (rc)
+		return rc;
+	cl = calloc(1, sizeof(*cl));
+	if (!cl || !(cl->dev = calloc(1, sizeof(*cl->dev))) ||
+	    (o->server_name && !(cl->server_name = strdup(o->server_name)))) {
+		if (cl) {
+			free(cl->dev);
+			free(cl);
+		}
+		srdma_set_err(err, -ENOMEM, "connect", "out of memory");
+		return -ENOMEM;
+	}
+	pthread_mutex_init(&cl->lock, NULL);
+	cl->port = o->port ? o->port : SRDMA_DEFAULT_PORT;
+	cl->handshake_ms = o->handshake_ms > 0 ? o->handshake_ms : SRDMA_DEFAULT_HANDSHAKE_MS;
+	cl->buf_size = o->rdma.buf_size ? o->rdma.buf_size : SRDMA_DEFAULT_BUF_SIZE;
+	cl->send_depth = o->rdma.send_depth ? o->rdma.send_depth : SRDMA_SLOTS;
+	cl->psn_mode = o->rdma.psn_mode;
+	cl->resume = o->resume != 0;
+
+	rc = srdma_tls_client_ctx(&cl->ctx, o->ca_file, o->cert_file, o->key_file, err);
+	if (!rc) {
+		if (cl->resume)
+			srdma_tls_client_enable_tickets(cl->ctx);
+		rc = srdma_dev_open(cl->dev, &o->rdma, err);
+		if (rc) {
+			free(cl->dev);	/* nothing open in it */
+			cl->dev = NULL;
+		}
+	}
+	if (rc) {
+		srdma_client_free(cl);
+		return rc;
+	}
+	*out = cl;
+	return 0;
+}
+
+void srdma_client_free(struct srdma_client *cl)
+{
+	if (!cl)
+		return;
+	if (cl->dev) {
+		srdma_dev_close(cl->dev);
+		free(cl->dev);
+	}
+	SSL_CTX_free(cl->ctx);
+	SSL_SESSION_free(cl->session);
+	free(cl->session_key);
+	free(cl->server_name);
+	pthread_mutex_destroy(&cl->lock);
+	free(cl);
+}
+
+/* A connection's ticket: keep it for the next connect to the same place. */
+struct ticket_ctx {
+	struct srdma_client *cl;
+	const char *key;
+};
+
+static void keep_ticket(void *arg, SSL_SESSION *sess)
+{
+	struct ticket_ctx *t = arg;
+	char *key = strdup(t->key);
+
+	if (!key) {
+		SSL_SESSION_free(sess);
+		return;
+	}
+	pthread_mutex_lock(&t->cl->lock);
+	SSL_SESSION_free(t->cl->session);
+	free(t->cl->session_key);
+	t->cl->session = sess;
+	t->cl->session_key = key;
+	pthread_mutex_unlock(&t->cl->lock);
+}
+
+/* Offer the kept session if it was made for this very name and port. */
+static void offer_ticket(struct srdma_client *cl, SSL *ssl, const char *key)
+{
+	pthread_mutex_lock(&cl->lock);
+	if (cl->session && strcmp(cl->session_key, key) == 0)
+		SSL_set_session(ssl, cl->session);	/* takes its own reference */
+	pthread_mutex_unlock(&cl->lock);
+}
+
+int srdma_client_connect(struct srdma_client *cl, const char *host,
+			 struct srdma_conn **out, struct srdma_err *err)
+{
+	int64_t deadline = srdma_now_ms() + cl->handshake_ms;
+	const char *name = cl->server_name ? cl->server_name : host;
+	struct ticket_ctx tc = { .cl = cl };
+	char key[300];
 	struct srdma_conn *c;
+	int64_t t0;
 	int rc;
 
 	if (!host || !*host) {
 		srdma_set_err(err, -EINVAL, "options", "no server host given");
 		return -EINVAL;
 	}
-	rc = srdma_check_rdma_opts(&o->rdma, err);
-	if (rc)
-		return rc;
 	c = calloc(1, sizeof(*c));
-	if (!c || !(c->dev = calloc(1, sizeof(*c->dev)))) {
-		free(c);
+	if (!c) {
 		srdma_set_err(err, -ENOMEM, "connect", "out of memory");
 		return -ENOMEM;
 	}
 	c->fd = -1;
-	c->buf_size = o->rdma.buf_size ? o->rdma.buf_size : SRDMA_DEFAULT_BUF_SIZE;
-	c->psn_mode = o->rdma.psn_mode;
+	c->dev = cl->dev;
+	c->buf_size = cl->buf_size;
+	c->send_depth = cl->send_depth;
+	c->psn_mode = cl->psn_mode;
+	c->t_start = srdma_now_us();
 
-	rc = srdma_tls_client_ctx(&ctx, o->ca_file, o->cert_file, o->key_file, err);
+	rc = dial(host, cl->port, deadline, &c->fd, err);
+	c->info.times.tcp_us = srdma_us_since(c->t_start);
 	if (rc)
 		goto fail;
-	rc = srdma_dev_open(c->dev, &o->rdma, err);
+	rc = srdma_tls_client_ssl(cl->ctx, c->fd, name, &c->ssl, err);
 	if (rc)
 		goto fail;
-	c->own_dev = true;
-	rc = dial(host, o->port ? o->port : SRDMA_DEFAULT_PORT, deadline, &c->fd, err);
-	if (rc)
-		goto fail;
-	rc = srdma_tls_client_ssl(ctx, c->fd, o->server_name ? o->server_name : host,
-				  &c->ssl, err);
-	if (rc)
-		goto fail;
+	if (cl->resume) {
+		/* Keyed by the dialled host too: a name alone could point a
+		 * session at another address serving the same certificate. */
+		snprintf(key, sizeof(key), "%s %s %u", host, name, cl->port);
+		tc.key = key;
+		offer_ticket(cl, c->ssl, key);
+		if (srdma_tls_set_ticket_sink(c->ssl, keep_ticket, &tc)) {
+			srdma_set_err(err, -ENOMEM, "tls setup", "out of memory");
+			rc = -ENOMEM;
+			goto fail;
+		}
+	}
+	t0 = srdma_now_us();
 	rc = srdma_tls_handshake(c->ssl, false, deadline, err);
+	c->info.times.tls_us = srdma_us_since(t0);
 	if (rc)
 		goto fail;
 	srdma_conn_fill_tls_info(c);
 	rc = srdma_conn_setup(c, deadline, err);
 	if (rc)
 		goto fail;
-	SSL_CTX_free(ctx);	/* the SSL holds its own reference */
+	/* tc lives on this stack: no ticket may reach it after we return. */
+	srdma_tls_set_ticket_sink(c->ssl, NULL, NULL);
 	*out = c;
 	return 0;
 fail:
-	if (!c->own_dev)
-		free(c->dev);
+	c->dev = NULL;
 	srdma_conn_free(c);
-	SSL_CTX_free(ctx);
+	return rc;
+}
+
+int srdma_connect(const struct srdma_client_opts *o, const char *host,
+		  struct srdma_conn **out, struct srdma_err *err)
+{
+	struct srdma_client_opts one = *o;
+	struct srdma_client *cl;
+	int rc;
+
+	if (!host || !*host) {
+		srdma_set_err(err, -EINVAL, "options", "no server host given");
+		return -EINVAL;
+	}
+	one.resume = 0;
+	rc = srdma_client_new(&one, &cl, err);
+	if (rc)
+		return rc;
+	rc = srdma_client_connect(cl, host, out, err);
+	if (!rc) {
+		/* The connection takes the device over; the TLS context lives
+		 * on through its SSL's reference. */
+		(*out)->dev = cl->dev;
+		(*out)->own_dev = true;
+		cl->dev = NULL;
+	}
+	srdma_client_free(cl);
 	return rc;
 }

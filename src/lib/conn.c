@@ -3,17 +3,19 @@
  *
  *   client                         server
  *   HELLO(version, caps)     ->
+ *   PARAMS(qpn, psn, ...)    ->
  *                            <-    HELLO(version, caps)
- *   PARAMS(qpn, psn, ...)    ->    QP: INIT -> RTR(client psn) -> RTS(own psn)
+ *                                  QP: INIT -> RTR(client psn) -> RTS(own psn)
  *                            <-    PARAMS(qpn, psn, window ...)
  *   QP: RTR -> RTS, verified
- *   READY                    ->
- *                            <-    READY
+ *   binding SEND (RDMA)      =>    verified
+ *   verified                 <=    binding SEND (RDMA)
  *
  * Every message is decoded with bounds checks (wire.c); anything invalid or
  * out of order is answered with ERROR and the connection is closed.
  */
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -171,10 +173,12 @@ static int rdma_failed(struct srdma_conn *c, int rc, int64_t deadline)
 /* Our side's QP, buffers and PSN; the window only on the server. */
 static int make_qp(struct srdma_conn *c, int64_t deadline, struct srdma_err *err)
 {
+	int64_t t0 = srdma_now_us();
 	int rc = srdma_verbs_create(c, c->server, err);
 
 	if (!rc)
 		rc = srdma_verbs_local_params(c, err);
+	c->info.times.qp_create_us = srdma_us_since(t0);
 	return rc ? rdma_failed(c, rc, deadline) : 0;
 }
 
@@ -183,6 +187,7 @@ static int connect_to_peer(struct srdma_conn *c, int64_t deadline,
 			   struct srdma_err *err)
 {
 	struct srdma_msg m;
+	int64_t t0;
 	int rc = expect(c, SRDMA_MSG_PARAMS, &m, deadline, err);
 
 	if (rc)
@@ -197,20 +202,29 @@ static int connect_to_peer(struct srdma_conn *c, int64_t deadline,
 		}
 		c->remote.psn = c->exporter_peer_psn;
 	}
+	t0 = srdma_now_us();
 	rc = srdma_verbs_connect(c, err);
+	c->info.times.qp_connect_us = srdma_us_since(t0);
 	return rc ? rdma_failed(c, rc, deadline) : 0;
 }
 
 /* The binding exchange over RDMA; a failure is told over TLS. */
 static int bind_peer(struct srdma_conn *c, int64_t deadline, struct srdma_err *err)
 {
+	int64_t t0 = srdma_now_us();
 	int rc = srdma_binding_exchange(c, deadline, err);
 
+	c->info.times.binding_us = srdma_us_since(t0);
 	if (rc)
 		srdma_ctrl_send_error(c, SRDMA_ERR_BINDING, NULL, srdma_now_ms() + 500);
 	return rc;
 }
 
+/*
+ * The client does not wait for the server's HELLO before it builds its QP
+ * and sends PARAMS: the server's answer (HELLO, or ERROR on a mismatch)
+ * comes back in the same round trip as its PARAMS.
+ */
 static int setup_client(struct srdma_conn *c, int64_t deadline, struct srdma_err *err)
 {
 	struct srdma_msg m;
@@ -218,24 +232,34 @@ static int setup_client(struct srdma_conn *c, int64_t deadline, struct srdma_err
 
 	rc = send_hello(c, deadline, err);
 	if (!rc)
+		rc = make_qp(c, deadline, err);
+	if (!rc)
+		rc = send_params(c, deadline, err);
+	if (rc == -ECONNRESET) {
+		/* The server may have refused (ERROR, then close) before it
+		 * read what we sent: its reason beats "connection closed". */
+		struct srdma_err why;
+
+		if (expect(c, SRDMA_MSG_HELLO, &m, srdma_now_ms() + 200, &why) == -ECONNREFUSED) {
+			if (err)
+				*err = why;
+			return -ECONNREFUSED;
+		}
+		return rc;
+	}
+	if (!rc)
 		rc = expect(c, SRDMA_MSG_HELLO, &m, deadline, err);
 	if (!rc)
 		rc = check_hello(c, &m.u.hello, deadline, err);
 	if (!rc)
-		rc = make_qp(c, deadline, err);
-	if (!rc)
-		rc = send_params(c, deadline, err);
-	if (!rc)
 		rc = connect_to_peer(c, deadline, err);
-	if (!rc)
-		rc = send_empty(c, SRDMA_MSG_READY, deadline, err);
-	if (!rc)
-		rc = expect(c, SRDMA_MSG_READY, &m, deadline, err);
 	if (!rc)
 		rc = bind_peer(c, deadline, err);
 	return rc;
 }
 
+/* The server's QP is in RTS before its PARAMS leave, and the client's
+ * binding message shows the client's is: no READY round trip is needed. */
 static int setup_server(struct srdma_conn *c, int64_t deadline, struct srdma_err *err)
 {
 	struct srdma_msg m;
@@ -253,10 +277,6 @@ static int setup_server(struct srdma_conn *c, int64_t deadline, struct srdma_err
 	if (!rc)
 		rc = send_params(c, deadline, err);
 	if (!rc)
-		rc = expect(c, SRDMA_MSG_READY, &m, deadline, err);
-	if (!rc)
-		rc = send_empty(c, SRDMA_MSG_READY, deadline, err);
-	if (!rc)
 		rc = bind_peer(c, deadline, err);
 	return rc;
 }
@@ -264,10 +284,16 @@ static int setup_server(struct srdma_conn *c, int64_t deadline, struct srdma_err
 int srdma_conn_setup(struct srdma_conn *c, int64_t deadline, struct srdma_err *err)
 {
 	struct srdma_conn_info *i = &c->info;
+	struct srdma_setup_times *t = &i->times;
+	int64_t t0 = srdma_now_us();
 	int rc = c->server ? setup_server(c, deadline, err) : setup_client(c, deadline, err);
+	uint32_t spent = srdma_us_since(t0), rdma;
 
 	if (rc)
 		return rc;
+	rdma = t->qp_create_us + t->qp_connect_us + t->binding_us;
+	t->params_us = spent > rdma ? spent - rdma : 0;
+	t->total_us = srdma_us_since(c->t_start);
 	/* The setup waited on the channel itself and may have left the CQs
 	 * disarmed; arm them for the caller. (A completion that came in
 	 * before this raises no event: callers poll once before waiting, as
@@ -297,6 +323,7 @@ void srdma_conn_fill_tls_info(struct srdma_conn *c)
 	X509 *peer;
 
 	snprintf(i->tls_version, sizeof(i->tls_version), "%s", SSL_get_version(c->ssl));
+	i->tls_resumed = SSL_session_reused(c->ssl) == 1;
 	snprintf(i->tls_cipher, sizeof(i->tls_cipher), "%s", SSL_get_cipher_name(c->ssl));
 	peer = SSL_get0_peer_certificate(c->ssl);
 	if (peer)
@@ -391,8 +418,10 @@ void srdma_conn_free(struct srdma_conn *c)
 	if (!c)
 		return;
 	srdma_verbs_destroy(c);
-	if (c->ssl)
+	if (c->ssl) {
+		srdma_tls_set_ticket_sink(c->ssl, NULL, NULL);
 		SSL_free(c->ssl);
+	}
 	if (c->fd >= 0)
 		close(c->fd);
 	if (c->own_dev) {
@@ -400,6 +429,34 @@ void srdma_conn_free(struct srdma_conn *c)
 		free(c->dev);
 	}
 	free(c);
+}
+
+void srdma_conn_linger_free(struct srdma_conn *c, int ms)
+{
+	int64_t deadline = srdma_now_ms() + ms;
+	char sink[512];
+
+	if (c->ssl && SSL_is_init_finished(c->ssl)) {
+		struct srdma_sigpipe_guard g;
+
+		srdma_sigpipe_block(&g);
+		SSL_shutdown(c->ssl);
+		srdma_sigpipe_unblock(&g);
+		ERR_clear_error();
+	}
+	if (c->fd >= 0 && shutdown(c->fd, SHUT_WR) == 0) {
+		for (;;) {
+			struct pollfd p = { .fd = c->fd, .events = POLLIN };
+			ssize_t n;
+
+			if (poll(&p, 1, srdma_ms_left(deadline)) <= 0)
+				break;
+			n = read(c->fd, sink, sizeof(sink));
+			if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN))
+				break;
+		}
+	}
+	srdma_conn_free(c);
 }
 
 void srdma_conn_close(struct srdma_conn *c, uint16_t code, const char *text)
@@ -452,6 +509,11 @@ const struct srdma_buf *srdma_conn_recv_buf(const struct srdma_conn *c)
 const struct srdma_buf *srdma_conn_window(const struct srdma_conn *c)
 {
 	return &c->window;
+}
+
+uint32_t srdma_conn_max_inline(const struct srdma_conn *c)
+{
+	return c->max_inline;
 }
 
 size_t srdma_conn_buf_size(const struct srdma_conn *c)

@@ -19,6 +19,7 @@ struct srdma_listener {
 	uint16_t port;
 	int handshake_ms;
 	size_t buf_size;
+	unsigned int send_depth;
 	enum srdma_psn_mode psn_mode;
 	struct srdma_dev dev;
 };
@@ -110,8 +111,10 @@ int srdma_listen(const struct srdma_server_opts *o, struct srdma_listener **out,
 	l->handshake_ms = o->handshake_ms > 0 ? o->handshake_ms : SRDMA_DEFAULT_HANDSHAKE_MS;
 	l->buf_size = o->rdma.buf_size ? o->rdma.buf_size : SRDMA_DEFAULT_BUF_SIZE;
 	l->psn_mode = o->rdma.psn_mode;
+	l->send_depth = o->rdma.send_depth ? o->rdma.send_depth : SRDMA_SLOTS;
 
-	rc = srdma_tls_server_ctx(&l->ctx, o->cert_file, o->key_file, o->client_ca, err);
+	rc = srdma_tls_server_ctx(&l->ctx, o->cert_file, o->key_file, o->client_ca,
+				  !o->no_resumption, err);
 	if (rc)
 		goto fail;
 	rc = srdma_dev_open(&l->dev, &o->rdma, err);
@@ -192,6 +195,7 @@ static int start_tls(struct srdma_listener *l, int fd, int64_t deadline,
 	c->server = true;
 	c->dev = &l->dev;
 	c->buf_size = l->buf_size;
+	c->send_depth = l->send_depth;
 	c->psn_mode = l->psn_mode;
 	c->ssl = SSL_new(l->ctx);
 	if (!c->ssl || SSL_set_fd(c->ssl, fd) != 1) {
@@ -199,7 +203,9 @@ static int start_tls(struct srdma_listener *l, int fd, int64_t deadline,
 		srdma_conn_free(c);
 		return -ENOMEM;
 	}
+	c->t_start = srdma_now_us();
 	rc = srdma_tls_handshake(c->ssl, true, deadline, err);
+	c->info.times.tls_us = srdma_us_since(c->t_start);
 	if (rc) {
 		srdma_conn_fill_tls_info(c);
 		srdma_conn_free(c);
@@ -221,10 +227,14 @@ int srdma_server_handshake(struct srdma_listener *l, int fd,
 		return rc;
 	rc = srdma_conn_setup(c, deadline, err);
 	if (rc) {
-		if (rc == -ETIMEDOUT)
+		if (rc == -ETIMEDOUT) {
 			srdma_ctrl_send_error(c, SRDMA_ERR_TIMEOUT, NULL,
 					      srdma_now_ms() + 500);
-		srdma_conn_free(c);
+			srdma_conn_free(c);
+		} else {
+			/* An ERROR went out: let the client read it. */
+			srdma_conn_linger_free(c, 500);
+		}
 		return rc;
 	}
 	*out = c;
@@ -239,7 +249,8 @@ void srdma_server_reject(struct srdma_listener *l, int fd, uint16_t code,
 
 	if (start_tls(l, fd, deadline, &c, NULL))
 		return;
-	srdma_conn_close(c, code, text);
+	srdma_ctrl_send_error(c, code, text, deadline);
+	srdma_conn_linger_free(c, 1000);
 }
 
 int srdma_accept(struct srdma_listener *l, struct srdma_conn **out,

@@ -22,6 +22,9 @@ void srdma_set_err(struct srdma_err *e, int code, const char *step,
 int srdma_check_rdma_opts(const struct srdma_rdma_opts *o, struct srdma_err *err);
 /* Monotonic milliseconds. */
 int64_t srdma_now_ms(void);
+/* Monotonic microseconds, and microseconds since t0 (saturated). */
+int64_t srdma_now_us(void);
+uint32_t srdma_us_since(int64_t t0);
 /* Milliseconds left until deadline (>= 0); deadline < 0 means none: -1. */
 int srdma_ms_left(int64_t deadline);
 
@@ -61,12 +64,18 @@ int srdma_psn_from_exporter(struct srdma_conn *c, uint32_t *own, uint32_t *peer,
 	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 
 int srdma_tls_server_ctx(SSL_CTX **out, const char *cert, const char *key,
-			 const char *client_ca, struct srdma_err *err);
+			 const char *client_ca, bool tickets, struct srdma_err *err);
 int srdma_tls_client_ctx(SSL_CTX **out, const char *ca, const char *cert,
 			 const char *key, struct srdma_err *err);
 /* A client SSL on fd that verifies the peer against name (DNS name or IP). */
 int srdma_tls_client_ssl(SSL_CTX *ctx, int fd, const char *name, SSL **out,
 			 struct srdma_err *err);
+/* Client session resumption: each new session ticket on a client SSL is
+ * handed to cb(arg, session) (which takes the reference) while an owner is
+ * set with srdma_tls_set_ticket_sink(); NULL cb stops it. */
+typedef void (*srdma_ticket_fn)(void *arg, SSL_SESSION *sess);
+void srdma_tls_client_enable_tickets(SSL_CTX *ctx);
+int srdma_tls_set_ticket_sink(SSL *ssl, srdma_ticket_fn cb, void *arg);
 /* Handshake on a non-blocking socket within the deadline. */
 int srdma_tls_handshake(SSL *ssl, bool server, int64_t deadline,
 			struct srdma_err *err);
@@ -79,6 +88,9 @@ int srdma_tls_write(SSL *ssl, const void *buf, size_t n, int64_t deadline,
 void srdma_tls_reason(SSL *ssl, char *buf, size_t len);
 
 /* --- verbs (verbs.c) --- */
+
+/* Inline data asked of every QP: perftest's latency default. */
+#define SRDMA_WANT_INLINE 236
 
 struct srdma_dev {
 	struct ibv_context *ctx;
@@ -101,8 +113,11 @@ struct srdma_conn {
 	struct srdma_dev *dev;
 	bool own_dev;		/* the client opens its own device */
 	size_t buf_size;
+	unsigned int send_depth;	/* send queue entries */
+	uint32_t max_inline;		/* what the QP took */
 	enum srdma_psn_mode psn_mode;
 	uint32_t exporter_peer_psn;	/* exporter mode: the peer's, derived */
+	int64_t t_start;		/* setup began (srdma_now_us) */
 
 	struct ibv_pd *pd;
 	struct ibv_comp_channel *channel;
@@ -152,5 +167,9 @@ int srdma_conn_setup(struct srdma_conn *c, int64_t deadline,
 		     struct srdma_err *err);
 void srdma_conn_fill_tls_info(struct srdma_conn *c);
 void srdma_conn_free(struct srdma_conn *c);
+/* Server side, after an ERROR: close_notify, then read what the peer still
+ * sends (up to ms) before closing, so the kernel ends with FIN, not an RST
+ * that could destroy the ERROR before the peer reads it. Then free. */
+void srdma_conn_linger_free(struct srdma_conn *c, int ms);
 
 #endif

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <arpa/inet.h>
@@ -61,7 +62,9 @@ static SSL_CTX *new_ctx(const SSL_METHOD *method)
 		return NULL;
 	}
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
-	SSL_CTX_set_mode(ctx, SSL_MODE_AUTO_RETRY);
+	/* An idle connection keeps no 16 KiB record buffers: a server holding
+	 * many clients pays for them only while a message is in transit. */
+	SSL_CTX_set_mode(ctx, SSL_MODE_AUTO_RETRY | SSL_MODE_RELEASE_BUFFERS);
 	return ctx;
 }
 
@@ -79,7 +82,7 @@ static int load_cert_key(SSL_CTX *ctx, const char *cert, const char *key,
 }
 
 int srdma_tls_server_ctx(SSL_CTX **out, const char *cert, const char *key,
-			 const char *client_ca, struct srdma_err *err)
+			 const char *client_ca, bool tickets, struct srdma_err *err)
 {
 	SSL_CTX *ctx;
 	int rc;
@@ -106,6 +109,22 @@ int srdma_tls_server_ctx(SSL_CTX **out, const char *cert, const char *key,
 		SSL_CTX_set_client_CA_list(ctx, names);
 		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER |
 				   SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+	}
+	/*
+	 * Resumption is by stateless tickets only (sealed with a key that
+	 * lives in this context and dies with it): no server-side cache
+	 * grows with clients. One ticket per full handshake is enough for a
+	 * client that reconnects. A resumed session keeps the client
+	 * certificate it was verified with; the context id ties it to us.
+	 */
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	if (SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"srdma", 5) != 1)
+		return ctx_err(ctx, err, "tls setup", "session id context");
+	if (tickets) {
+		SSL_CTX_set_num_tickets(ctx, 1);
+	} else {
+		SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+		SSL_CTX_set_num_tickets(ctx, 0);
 	}
 	*out = ctx;
 	return 0;
@@ -144,6 +163,50 @@ int srdma_tls_client_ctx(SSL_CTX **out, const char *ca, const char *cert,
 			return rc;
 	}
 	*out = ctx;
+	return 0;
+}
+
+/* The ticket sink lives in the SSL's app data (nothing else uses it). */
+struct ticket_sink {
+	srdma_ticket_fn cb;
+	void *arg;
+};
+
+static int new_session(SSL *ssl, SSL_SESSION *sess)
+{
+	struct ticket_sink *t = SSL_get_app_data(ssl);
+
+	if (!t || !t->cb || !SSL_SESSION_is_resumable(sess))
+		return 0;	/* OpenSSL frees it */
+	t->cb(t->arg, sess);
+	return 1;		/* the sink owns the reference now */
+}
+
+void srdma_tls_client_enable_tickets(SSL_CTX *ctx)
+{
+	/* Tickets go to the sink, not to OpenSSL's internal cache. */
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT |
+				       SSL_SESS_CACHE_NO_INTERNAL_STORE);
+	SSL_CTX_sess_set_new_cb(ctx, new_session);
+}
+
+int srdma_tls_set_ticket_sink(SSL *ssl, srdma_ticket_fn cb, void *arg)
+{
+	struct ticket_sink *t = SSL_get_app_data(ssl);
+
+	if (!cb) {
+		SSL_set_app_data(ssl, NULL);
+		free(t);
+		return 0;
+	}
+	if (!t) {
+		t = calloc(1, sizeof(*t));
+		if (!t)
+			return -ENOMEM;
+		SSL_set_app_data(ssl, t);
+	}
+	t->cb = cb;
+	t->arg = arg;
 	return 0;
 }
 

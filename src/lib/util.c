@@ -32,6 +32,21 @@ int64_t srdma_now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+int64_t srdma_now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+uint32_t srdma_us_since(int64_t t0)
+{
+	int64_t d = srdma_now_us() - t0;
+
+	return d < 0 ? 0 : d > UINT32_MAX ? UINT32_MAX : (uint32_t)d;
+}
+
 int srdma_ms_left(int64_t deadline)
 {
 	int64_t left;
@@ -94,6 +109,11 @@ int srdma_check_rdma_opts(const struct srdma_rdma_opts *o, struct srdma_err *err
 	if (o->buf_size > SRDMA_MAX_BUF_SIZE || (o->buf_size && o->buf_size < 64)) {
 		srdma_set_err(err, -EINVAL, "options", "buffer size %zu is outside 64..%u",
 			      o->buf_size, SRDMA_MAX_BUF_SIZE);
+		return -EINVAL;
+	}
+	if (o->send_depth > SRDMA_MAX_SEND_DEPTH) {
+		srdma_set_err(err, -EINVAL, "options", "send queue depth %u is over %u",
+			      o->send_depth, SRDMA_MAX_SEND_DEPTH);
 		return -EINVAL;
 	}
 	if (o->psn_mode != SRDMA_PSN_EXCHANGE && o->psn_mode != SRDMA_PSN_EXPORTER) {

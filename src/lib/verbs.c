@@ -221,7 +221,8 @@ int srdma_verbs_create(struct srdma_conn *c, bool with_window,
 	c->channel = ibv_create_comp_channel(c->dev->ctx);
 	if (!c->channel)
 		return verr(err, -1, "create completion channel");
-	c->send_cq = ibv_create_cq(c->dev->ctx, SRDMA_SLOTS * 2, NULL, c->channel, 0);
+	c->send_cq = ibv_create_cq(c->dev->ctx, (int)(c->send_depth + SRDMA_SLOTS), NULL,
+				   c->channel, 0);
 	if (!c->send_cq)
 		return verr(err, -1, "create send CQ");
 	c->recv_cq = ibv_create_cq(c->dev->ctx, SRDMA_SLOTS * 2, NULL, c->channel, 0);
@@ -244,14 +245,22 @@ int srdma_verbs_create(struct srdma_conn *c, bool with_window,
 	qa.send_cq = c->send_cq;
 	qa.recv_cq = c->recv_cq;
 	qa.qp_type = IBV_QPT_RC;
-	qa.sq_sig_all = 1;
-	qa.cap.max_send_wr = SRDMA_SLOTS;
+	qa.sq_sig_all = 0;	/* sends complete when IBV_SEND_SIGNALED */
+	qa.cap.max_send_wr = c->send_depth;
 	qa.cap.max_recv_wr = SRDMA_SLOTS;
 	qa.cap.max_send_sge = 1;
 	qa.cap.max_recv_sge = 1;
+	/* Small sends go inline (no DMA read of the buffer), as perftest's
+	 * latency tests do; a device that cannot gets a QP without it. */
+	qa.cap.max_inline_data = SRDMA_WANT_INLINE;
 	c->qp = ibv_create_qp(c->pd, &qa);
+	if (!c->qp) {
+		qa.cap.max_inline_data = 0;
+		c->qp = ibv_create_qp(c->pd, &qa);
+	}
 	if (!c->qp)
 		return verr(err, -1, "create QP");
+	c->max_inline = qa.cap.max_inline_data;
 	rc = qp_to_init(c, err);
 	if (rc)
 		return rc;

@@ -16,7 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SRDMA_WIRE_VERSION	1
+#define SRDMA_WIRE_VERSION	2
 #define SRDMA_WIRE_HDR_LEN	6		/* u16 type, u32 body length */
 #define SRDMA_WIRE_MAX_BODY	512		/* larger is rejected: -EMSGSIZE */
 #define SRDMA_WIRE_MAX_TEXT	200		/* ERROR text bytes */

@@ -167,6 +167,7 @@ static int post(struct client *cl, enum ibv_wr_opcode op, uint32_t len)
 		.sg_list = &sge,
 		.num_sge = 1,
 		.opcode = op,
+		.send_flags = IBV_SEND_SIGNALED,
 	}, *bad;
 
 	if (op == IBV_WR_RDMA_WRITE_WITH_IMM) {

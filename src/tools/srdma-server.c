@@ -19,6 +19,7 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -143,6 +144,9 @@ static void usage(FILE *f)
 "  -P, --psn-mode MODE    exchange (default): random PSNs sent inside TLS;\n"
 "                         exporter: both PSNs derived from the TLS session,\n"
 "                         none sent at all (both sides must use the same)\n"
+"  -R, --no-resumption    issue no TLS session tickets: every client does a\n"
+"                         full handshake (default: one ticket per handshake,\n"
+"                         sealed with a key that lives only in this process)\n"
 "  -v, --verbose          also log PSNs, rkeys and window addresses (secrets)\n"
 "  -V, --version          print the version\n"
 "  -h, --help             show this help\n"
@@ -491,6 +495,7 @@ static int post_send(struct srdma_conn *c, unsigned int slot, uint32_t len,
 		.sg_list = &sge,
 		.num_sge = 1,
 		.opcode = IBV_WR_SEND_WITH_IMM,
+		.send_flags = IBV_SEND_SIGNALED,
 		.imm_data = htonl(imm),
 	}, *bad;
 
@@ -587,6 +592,27 @@ static void on_ctrl(struct server *s, struct slot *sl)
 
 /* --- main --- */
 
+/*
+ * Each client holds two descriptors (TLS socket, completion channel), a
+ * handshake three, a refusal two. Raise the soft limit to fit; a hard
+ * limit too low for --max-clients is reported up front.
+ */
+static void raise_nofile(const struct server *s)
+{
+	rlim_t want = 2 * (rlim_t)s->max_clients + 3 * (rlim_t)s->max_handshakes +
+		      2 * MAX_REJECTS + 64;
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) || rl.rlim_cur >= want)
+		return;
+	rl.rlim_cur = rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want ? rl.rlim_max : want;
+	if (setrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur >= want)
+		return;
+	logf_("warning: %lu file descriptors allowed, %lu needed for --max-clients %u: "
+	      "raise 'ulimit -Hn'", (unsigned long)rl.rlim_cur, (unsigned long)want,
+	      s->max_clients);
+}
+
 static int parse_args(int argc, char **argv, struct srdma_server_opts *o,
 		      unsigned int *max_clients, unsigned int *max_handshakes)
 {
@@ -605,6 +631,7 @@ static int parse_args(int argc, char **argv, struct srdma_server_opts *o,
 		{ "handshake-timeout", required_argument, NULL, 't' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "psn-mode", required_argument, NULL, 'P' },
+		{ "no-resumption", no_argument, NULL, 'R' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
@@ -612,7 +639,7 @@ static int parse_args(int argc, char **argv, struct srdma_server_opts *o,
 	unsigned long v;
 	int ch;
 
-	while ((ch = getopt_long(argc, argv, "p:b:c:k:C:m:H:d:i:g:s:t:P:vVh", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "p:b:c:k:C:m:H:d:i:g:s:t:P:RvVh", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'p':
 			if (!parse_ulong(prog, "--port", optarg, 1, 65535, &v))
@@ -665,6 +692,7 @@ static int parse_args(int argc, char **argv, struct srdma_server_opts *o,
 				return 2;
 			}
 			break;
+		case 'R': o->no_resumption = 1; break;
 		case 'v': verbose = 1; break;
 		case 'V': printf("srdma-server %s\n", srdma_version()); exit(0);
 		case 'h': usage(stdout); exit(0);
@@ -734,6 +762,7 @@ int main(int argc, char **argv)
 	/* Blocked in every thread; read from the signalfd in the loop. */
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	pthread_mutex_init(&s.lock, NULL);
+	raise_nofile(&s);
 
 	s.slots = calloc(s.max_clients, sizeof(*s.slots));
 	s.pend_len = 2 * s.max_handshakes;

@@ -36,6 +36,7 @@ static void rdma_write(struct srdma_conn *c, uint32_t rkey, uint64_t addr)
 		.sg_list = &sge,
 		.num_sge = 1,
 		.opcode = IBV_WR_RDMA_WRITE,
+		.send_flags = IBV_SEND_SIGNALED,
 		.wr.rdma = { .remote_addr = addr, .rkey = rkey },
 	}, *bad;
 	struct ibv_wc wc;

@@ -83,7 +83,8 @@ static void send_crosses_the_qp(void **state)
 	b = srdma_conn_send_buf(c);
 	memcpy(b->addr, msg, sizeof(msg));
 	sge = (struct ibv_sge){ .addr = (uintptr_t)b->addr, .length = sizeof(msg), .lkey = b->lkey };
-	wr = (struct ibv_send_wr){ .wr_id = 7, .sg_list = &sge, .num_sge = 1, .opcode = IBV_WR_SEND };
+	wr = (struct ibv_send_wr){ .wr_id = 7, .sg_list = &sge, .num_sge = 1, .opcode = IBV_WR_SEND,
+				   .send_flags = IBV_SEND_SIGNALED };
 	assert_int_equal(ibv_post_send(srdma_conn_qp(c), &wr, &bad), 0);
 	assert_int_equal(srdma_conn_next_wc(c, 5000, &wc), 1);
 	assert_int_equal(wc.status, IBV_WC_SUCCESS);

@@ -236,7 +236,8 @@ static void real_send(struct srdma_conn *c, const char *text)
 	const struct srdma_buf *b = srdma_conn_send_buf(c);
 	struct ibv_sge sge = { .addr = (uintptr_t)b->addr, .length = (uint32_t)strlen(text),
 			       .lkey = b->lkey };
-	struct ibv_send_wr wr = { .sg_list = &sge, .num_sge = 1, .opcode = IBV_WR_SEND }, *bad;
+	struct ibv_send_wr wr = { .sg_list = &sge, .num_sge = 1, .opcode = IBV_WR_SEND,
+				  .send_flags = IBV_SEND_SIGNALED }, *bad;
 	struct ibv_wc wc;
 
 	memcpy(b->addr, text, strlen(text));

@@ -148,22 +148,58 @@ psn-exporter)
 	stop_server
 	;;
 bench-smoke)
-	# srdma-bench runs (a smoke test, not a measurement): lat at two sizes.
-	for size in 8 4096; do
-		"$bin/srdma-bench" lat --port "$port" --dev "$dev" --cert "$certs/server.pem" \
-			--key "$certs/server.key" -s "$size" -n 200 >"$tmp/bs.out" 2>&1 &
+	# srdma-bench runs (a smoke test, not a measurement): lat at two sizes,
+	# bw at one, then connect and scale against srdma-server.
+	bench_pair() { # MODE ARGS...: server and client, client's JSON in $out
+		local mode=$1
+		shift
+		"$bin/srdma-bench" "$mode" --port "$port" --dev "$dev" --cert "$certs/server.pem" \
+			--key "$certs/server.key" "$@" >"$tmp/bs.out" 2>&1 &
 		bs=$!
 		wait_listen "$port" 30 || fail "bench server did not listen"
-		out=$(timeout 120 "$bin/srdma-bench" lat --port "$port" --dev "$dev" --ca "$certs/ca.pem" \
-			-s "$size" -n 200 --json localhost 2>&1)
+		out=$(timeout 120 "$bin/srdma-bench" "$mode" --port "$port" --dev "$dev" \
+			--ca "$certs/ca.pem" "$@" --json localhost 2>&1)
 		rc=$?
 		wait "$bs" || fail "bench server failed: $(cat "$tmp/bs.out")"
 		echo "$out"
-		[ "$rc" = 0 ] || fail "bench client exited $rc"
-		grep -qE "^\{\"mode\":\"lat\",\"bytes\":$size,\"iters\":200,\"min_us\":[0-9.]+,\"median_us\":[0-9.]+" <<<"$out" ||
+		[ "$rc" = 0 ] || fail "bench $mode client exited $rc"
+	}
+	for size in 8 4096; do
+		bench_pair lat -s "$size" -n 200
+		grep -qE "^\{\"mode\":\"lat\",\"bytes\":$size,\"iters\":200,.*\"median_us\":[0-9.]+" <<<"$out" ||
 			fail "no latency line for $size bytes"
 	done
+	bench_pair bw -s 65536 -n 50 -t 8
+	grep -qE '^\{"mode":"bw","bytes":65536,"iters":50,"depth":8,"mib_per_s":[0-9.]+' <<<"$out" ||
+		fail "no bandwidth line"
+
+	start_server --max-clients 8
+	out=$(timeout 300 "$bin/srdma-bench" connect --port "$port" --dev "$dev" --ca "$certs/ca.pem" \
+		-n 4 -P 2 --json localhost 2>&1) || fail "bench connect failed: $out"
+	echo "$out"
+	[ "$(grep -c '"mode":"connect"' <<<"$out")" = 4 ] || fail "connect: not 4 rows"
+	# Full handshakes resume nothing; with tickets every one resumes.
+	grep -q '"resume":false,"parallel":1,"connections":4,"failed":0,"resumed":0,' <<<"$out" ||
+		fail "connect: full row wrong"
+	grep -q '"resume":true,"parallel":1,"connections":4,"failed":0,"resumed":4,' <<<"$out" ||
+		fail "connect: the resumed row did not resume"
+	out=$(timeout 300 "$bin/srdma-bench" scale --port "$port" --dev "$dev" --ca "$certs/ca.pem" \
+		-n 8 -P 4 --server-pid "$srv_pid" --idle-secs 1 --rounds 2 --json localhost 2>&1) ||
+		fail "bench scale failed: $out"
+	echo "$out"
+	grep -qE '"clients":8,"connected":8,"failed":0,.*"echo_failed":0,' <<<"$out" ||
+		fail "scale: not every client connected and echoed"
+	stop_server
+	# A server with resumption off: the same client resumes nothing.
+	start_server --max-clients 8 --no-resumption
+	out=$(timeout 300 "$bin/srdma-bench" connect --port "$port" --dev "$dev" --ca "$certs/ca.pem" \
+		-n 2 -P 1 --json localhost 2>&1) || fail "bench connect failed: $out"
+	grep -q '"resume":true,"parallel":1,"connections":2,"failed":0,"resumed":0,' <<<"$out" ||
+		fail "connect: resumed against --no-resumption"
+	stop_server
+
 	"$bin/srdma-bench" lat >/dev/null 2>&1 && fail "bench without --cert/--key did not fail"
+	"$bin/srdma-bench" connect >/dev/null 2>&1 && fail "bench connect without HOST did not fail"
 	"$bin/srdma-bench" --help | grep -q 'ib_send_lat' || fail "bench --help"
 	;;
 qp-error)

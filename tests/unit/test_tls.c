@@ -270,7 +270,7 @@ static SSL_CTX *server_ctx(const char *cert_name, const char *key_name,
 	int rc;
 
 	rc = srdma_tls_server_ctx(&ctx, cert(cert_name), cert(key_name),
-				  client_ca ? cert(client_ca) : NULL, &err);
+				  client_ca ? cert(client_ca) : NULL, true, &err);
 	if (rc)
 		fail_msg("srdma_tls_server_ctx(%s): %s: %s", cert_name, err.step,
 			 err.msg);
@@ -612,7 +612,7 @@ static void ctx_construction_errors(void **state)
 	SSL_CTX_free(ctx);
 	ctx = NULL;
 	assert_int_equal(srdma_tls_server_ctx(&ctx, cert("server.pem"),
-					      cert("server.key"), cert("ca.pem"),
+					      cert("server.key"), cert("ca.pem"), true,
 					      &err), 0);
 	assert_non_null(ctx);
 	SSL_CTX_free(ctx);
@@ -637,7 +637,7 @@ static void ctx_construction_errors(void **state)
 	assert_true(rc < 0);
 	assert_true(err.step[0] != '\0');
 	memset(&err, 0, sizeof(err));
-	rc = srdma_tls_server_ctx(&ctx, cert("server.pem"), NULL, NULL, &err);
+	rc = srdma_tls_server_ctx(&ctx, cert("server.pem"), NULL, NULL, true, &err);
 	assert_true(rc < 0);
 	assert_true(err.step[0] != '\0');
 	assert_ptr_equal(ctx, sentinel);
@@ -645,7 +645,7 @@ static void ctx_construction_errors(void **state)
 	/* A key that is not the certificate's. */
 	memset(&err, 0, sizeof(err));
 	rc = srdma_tls_server_ctx(&ctx, cert("server.pem"), cert("client.key"),
-				  NULL, &err);
+				  NULL, true, &err);
 	print_message("mismatched key: %s: %s\n", err.step, err.msg);
 	assert_true(rc < 0);
 	assert_int_equal(err.code, rc);
@@ -665,7 +665,7 @@ static void ctx_construction_errors(void **state)
 
 	/* Missing files are named. */
 	memset(&err, 0, sizeof(err));
-	rc = srdma_tls_server_ctx(&ctx, missing, cert("server.key"), NULL, &err);
+	rc = srdma_tls_server_ctx(&ctx, missing, cert("server.key"), NULL, true, &err);
 	print_message("missing cert: %s: %s\n", err.step, err.msg);
 	assert_true(rc < 0);
 	assert_string_equal(err.step, "load certificate");
@@ -678,7 +678,7 @@ static void ctx_construction_errors(void **state)
 
 	memset(&err, 0, sizeof(err));
 	rc = srdma_tls_server_ctx(&ctx, cert("server.pem"), cert("server.key"),
-				  missing, &err);
+				  missing, true, &err);
 	assert_true(rc < 0);
 	assert_msg_has(err.msg, missing);
 	assert_ptr_equal(ctx, sentinel);
@@ -738,6 +738,140 @@ static void handshake_times_out_on_silent_peer(void **state)
 	assert_true(s_ms >= 250 && s_ms < 2000);
 }
 
+/* 10: resumption */
+
+/* The ticket sink of a test client: keeps the newest. */
+static void keep_session(void *arg, SSL_SESSION *sess)
+{
+	SSL_SESSION **slot = arg;
+
+	SSL_SESSION_free(*slot);
+	*slot = sess;
+}
+
+struct resumed {
+	int rc;			/* client handshake (then echo) */
+	bool reused;		/* client saw an abbreviated handshake */
+	bool server_peer_cert;	/* server saw a client certificate */
+	SSL_SESSION *ticket;	/* what the server issued, or NULL */
+};
+
+/* One connection: offer (may be NULL), an echo so the ticket arrives. */
+static void connect_once(SSL_CTX *sctx, SSL_CTX *cctx, SSL_SESSION *offer,
+			 struct resumed *r)
+{
+	struct outcome o;
+	pthread_t th;
+	SSL *ssl = NULL;
+	int fds[2];
+
+	memset(r, 0, sizeof(*r));
+	memset(&o, 0, sizeof(o));
+	r->rc = -EINVAL;
+	assert_int_equal(nonblocking_pair(fds), 0);
+	o.srv = (struct server){ .ctx = sctx, .fd = fds[1], .deadline = deadline(),
+				 .after = AFTER_ECHO, .rc = -EINVAL };
+	assert_int_equal(pthread_create(&th, NULL, server_main, &o.srv), 0);
+	assert_int_equal(srdma_tls_client_ssl(cctx, fds[0], "localhost", &ssl, &o.err), 0);
+	if (offer)
+		assert_int_equal(SSL_set_session(ssl, offer), 1);
+	assert_int_equal(srdma_tls_set_ticket_sink(ssl, keep_session, &r->ticket), 0);
+	r->rc = srdma_tls_handshake(ssl, false, deadline(), &o.err);
+	if (!r->rc) {
+		r->reused = SSL_session_reused(ssl) == 1;
+		client_echo(ssl, &o);
+		r->rc = o.echo_rc;
+		/* Without a close_notify OpenSSL marks the session (and so the
+		 * ticket) not resumable, as the library's close sends one. */
+		SSL_shutdown(ssl);
+	}
+	shutdown(fds[0], SHUT_WR);
+	pthread_join(th, NULL);
+	r->server_peer_cert = o.srv.peer_cert;
+	srdma_tls_set_ticket_sink(ssl, NULL, NULL);
+	SSL_free(ssl);
+	close(fds[0]);
+	close(fds[1]);
+	ERR_clear_error();
+}
+
+static SSL_CTX *server_ctx_without_tickets(void)
+{
+	struct srdma_err err = { 0 };
+	SSL_CTX *ctx = NULL;
+
+	assert_int_equal(srdma_tls_server_ctx(&ctx, cert("server.pem"), cert("server.key"),
+					      NULL, false, &err), 0);
+	return ctx;
+}
+
+static void resumption_needs_this_servers_ticket(void **state)
+{
+	SSL_CTX *sctx = server_ctx("server.pem", "server.key", NULL);
+	SSL_CTX *other = server_ctx("server.pem", "server.key", NULL);
+	SSL_CTX *plain = server_ctx_without_tickets();
+	SSL_CTX *cctx = client_ctx("ca.pem", NULL, NULL);
+	struct resumed full, again, elsewhere, none;
+
+	(void)state;
+	srdma_tls_client_enable_tickets(cctx);
+
+	/* A full handshake leaves one ticket with the client... */
+	connect_once(sctx, cctx, NULL, &full);
+	assert_int_equal(full.rc, 0);
+	assert_false(full.reused);
+	assert_non_null(full.ticket);
+	/* ...which resumes on the server that sealed it (and brings another). */
+	connect_once(sctx, cctx, full.ticket, &again);
+	assert_int_equal(again.rc, 0);
+	assert_true(again.reused);
+	assert_non_null(again.ticket);
+
+	/* Another server with the same certificate cannot open the ticket
+	 * (its ticket key is its own): a full, verified handshake instead. */
+	connect_once(other, cctx, full.ticket, &elsewhere);
+	assert_int_equal(elsewhere.rc, 0);
+	assert_false(elsewhere.reused);
+
+	/* A server with resumption off issues nothing and resumes nothing. */
+	connect_once(plain, cctx, full.ticket, &none);
+	assert_int_equal(none.rc, 0);
+	assert_false(none.reused);
+	assert_null(none.ticket);
+
+	SSL_SESSION_free(full.ticket);
+	SSL_SESSION_free(again.ticket);
+	SSL_SESSION_free(elsewhere.ticket);
+	SSL_CTX_free(sctx);
+	SSL_CTX_free(other);
+	SSL_CTX_free(plain);
+	SSL_CTX_free(cctx);
+}
+
+/* With mutual TLS a resumed session still carries the client certificate
+ * it was verified with (and needs the server's session id context). */
+static void resumption_keeps_the_client_certificate(void **state)
+{
+	SSL_CTX *sctx = server_ctx("server.pem", "server.key", "ca.pem");
+	SSL_CTX *cctx = client_ctx("ca.pem", "client.pem", "client.key");
+	struct resumed full, again;
+
+	(void)state;
+	srdma_tls_client_enable_tickets(cctx);
+	connect_once(sctx, cctx, NULL, &full);
+	assert_int_equal(full.rc, 0);
+	assert_true(full.server_peer_cert);
+	assert_non_null(full.ticket);
+	connect_once(sctx, cctx, full.ticket, &again);
+	assert_int_equal(again.rc, 0);
+	assert_true(again.reused);
+	assert_true(again.server_peer_cert);
+	SSL_SESSION_free(full.ticket);
+	SSL_SESSION_free(again.ticket);
+	SSL_CTX_free(sctx);
+	SSL_CTX_free(cctx);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -751,6 +885,8 @@ int main(void)
 		cmocka_unit_test(mutual_tls_requires_client_cert_from_ca),
 		cmocka_unit_test(ctx_construction_errors),
 		cmocka_unit_test(handshake_times_out_on_silent_peer),
+		cmocka_unit_test(resumption_needs_this_servers_ticket),
+		cmocka_unit_test(resumption_keeps_the_client_certificate),
 	};
 
 	return cmocka_run_group_tests(tests, make_certs, remove_certs);
