@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/mman.h>
 
 #include "srdma_internal.h"
 
@@ -143,19 +144,21 @@ void srdma_dev_close(struct srdma_dev *d)
 static int reg_buf(struct srdma_conn *c, struct srdma_buf *b, struct ibv_mr **mr,
 		   size_t len, int access, const char *step, struct srdma_err *err)
 {
-	void *p = NULL;
-	long page = sysconf(_SC_PAGESIZE);
-	int rc = posix_memalign(&p, page > 0 ? (size_t)page : 4096, len);
+	/* Pages of their own, zeroed, given back to the system at teardown:
+	 * from malloc, a server's arenas would keep the peak of its clients'
+	 * buffers after they leave. */
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	int rc;
 
-	if (rc) {
+	if (p == MAP_FAILED) {
+		rc = errno;
 		srdma_set_err(err, -rc, step, "allocate %zu bytes: %s", len, strerror(rc));
 		return -rc;
 	}
-	memset(p, 0, len);
 	*mr = ibv_reg_mr(c->pd, p, len, access);
 	if (!*mr) {
 		rc = verr(err, -1, step);
-		free(p);
+		munmap(p, len);
 		return rc;
 	}
 	b->addr = p;
@@ -170,7 +173,8 @@ static void dereg_buf(struct srdma_buf *b, struct ibv_mr **mr)
 	if (*mr)
 		ibv_dereg_mr(*mr);
 	*mr = NULL;
-	free(b->addr);
+	if (b->addr)
+		munmap(b->addr, b->len);
 	memset(b, 0, sizeof(*b));
 }
 
