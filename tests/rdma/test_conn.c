@@ -36,6 +36,25 @@ static void assert_qp_holds(struct srdma_conn *mine, struct srdma_conn *peer)
 	assert_int_equal(srdma_conn_qp(mine)->qp_num, m->local_qpn);
 }
 
+/* The setup's phases were measured, and fit inside its total. */
+static void assert_times_add_up(struct srdma_conn *conn, bool client)
+{
+	const struct srdma_setup_times *t = &srdma_conn_info(conn)->times;
+	uint64_t parts = (uint64_t)t->tcp_us + t->tls_us + t->params_us + t->qp_create_us +
+			 t->qp_connect_us + t->binding_us;
+
+	assert_true(t->tls_us > 0);
+	assert_true(t->qp_create_us > 0);
+	assert_true(t->qp_connect_us > 0);
+	assert_true(t->binding_us > 0);
+	assert_true(client ? t->tcp_us > 0 : t->tcp_us == 0);
+	assert_true(parts <= t->total_us);
+	/* Nothing but bookkeeping between the phases: a unit mix-up (ms for
+	 * us) would show here; a preempted thread gets a generous second. */
+	assert_true(t->total_us - parts < 1000000);
+	assert_int_equal(srdma_conn_info(conn)->tls_resumed, 0);
+}
+
 static void psns_in_effect_and_fresh_per_connection(void **state)
 {
 	struct srdma_listener *l;
@@ -49,6 +68,8 @@ static void psns_in_effect_and_fresh_per_connection(void **state)
 		assert_qp_holds(s[i], c[i]);
 		assert_qp_holds(c[i], s[i]);
 		assert_string_equal(srdma_conn_info(c[i])->tls_version, "TLSv1.3");
+		assert_times_add_up(s[i], false);
+		assert_times_add_up(c[i], true);
 		psn[2 * i] = srdma_conn_info(s[i])->local_psn;
 		psn[2 * i + 1] = srdma_conn_info(c[i])->local_psn;
 	}
