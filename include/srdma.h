@@ -55,6 +55,8 @@ extern "C" {
 #define SRDMA_SLOTS 16
 /* Largest send queue (srdma_rdma_opts.send_depth). */
 #define SRDMA_MAX_SEND_DEPTH 4096
+/* Largest inline request (srdma_rdma_opts.max_inline). */
+#define SRDMA_MAX_INLINE 4096
 
 /* What failed: step names the operation ("tls handshake", "modify QP to
  * RTR", ...), msg says why (errno text, OpenSSL reason, WC status, or the
@@ -88,6 +90,9 @@ struct srdma_rdma_opts {
 	enum srdma_psn_mode psn_mode;
 	unsigned int send_depth; /* 0: SRDMA_SLOTS; send queue entries, up to
 				 * SRDMA_MAX_SEND_DEPTH (RDMA WRITE pipelines) */
+	unsigned int max_inline; /* 0: none; bytes a send may carry inline
+				 * (IBV_SEND_INLINE), up to SRDMA_MAX_INLINE;
+				 * the QP must take them or setup fails */
 };
 
 struct srdma_server_opts {
@@ -251,7 +256,8 @@ SRDMA_API const struct srdma_buf *srdma_conn_recv_buf(const struct srdma_conn *c
  * on the client). The only memory with remote access. */
 SRDMA_API const struct srdma_buf *srdma_conn_window(const struct srdma_conn *c);
 SRDMA_API size_t srdma_conn_buf_size(const struct srdma_conn *c);
-/* Bytes a send may carry with IBV_SEND_INLINE on this QP (0: none).
+/* Bytes a send may carry with IBV_SEND_INLINE on this QP (0: none; at
+ * least srdma_rdma_opts.max_inline).
  * Send work requests complete only when posted with IBV_SEND_SIGNALED. */
 SRDMA_API uint32_t srdma_conn_max_inline(const struct srdma_conn *c);
 

@@ -87,7 +87,7 @@ struct srdma_client {
 	char *server_name;
 	int handshake_ms;
 	size_t buf_size;
-	unsigned int send_depth;
+	unsigned int send_depth, max_inline;
 	enum srdma_psn_mode psn_mode;
 	bool resume;
 
@@ -120,6 +120,7 @@ int srdma_client_new(const struct srdma_client_opts *o, struct srdma_client **ou
 	cl->handshake_ms = o->handshake_ms > 0 ? o->handshake_ms : SRDMA_DEFAULT_HANDSHAKE_MS;
 	cl->buf_size = o->rdma.buf_size ? o->rdma.buf_size : SRDMA_DEFAULT_BUF_SIZE;
 	cl->send_depth = o->rdma.send_depth ? o->rdma.send_depth : SRDMA_SLOTS;
+	cl->max_inline = o->rdma.max_inline;
 	cl->psn_mode = o->rdma.psn_mode;
 	cl->resume = o->resume != 0;
 
@@ -213,6 +214,7 @@ int srdma_client_connect(struct srdma_client *cl, const char *host,
 	c->dev = cl->dev;
 	c->buf_size = cl->buf_size;
 	c->send_depth = cl->send_depth;
+	c->max_inline = cl->max_inline;
 	c->psn_mode = cl->psn_mode;
 	c->t_start = srdma_now_us();
 

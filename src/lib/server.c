@@ -19,7 +19,7 @@ struct srdma_listener {
 	uint16_t port;
 	int handshake_ms;
 	size_t buf_size;
-	unsigned int send_depth;
+	unsigned int send_depth, max_inline;
 	enum srdma_psn_mode psn_mode;
 	struct srdma_dev dev;
 };
@@ -112,6 +112,7 @@ int srdma_listen(const struct srdma_server_opts *o, struct srdma_listener **out,
 	l->buf_size = o->rdma.buf_size ? o->rdma.buf_size : SRDMA_DEFAULT_BUF_SIZE;
 	l->psn_mode = o->rdma.psn_mode;
 	l->send_depth = o->rdma.send_depth ? o->rdma.send_depth : SRDMA_SLOTS;
+	l->max_inline = o->rdma.max_inline;
 
 	rc = srdma_tls_server_ctx(&l->ctx, o->cert_file, o->key_file, o->client_ca,
 				  !o->no_resumption, err);
@@ -196,6 +197,7 @@ static int start_tls(struct srdma_listener *l, int fd, int64_t deadline,
 	c->dev = &l->dev;
 	c->buf_size = l->buf_size;
 	c->send_depth = l->send_depth;
+	c->max_inline = l->max_inline;
 	c->psn_mode = l->psn_mode;
 	c->ssl = SSL_new(l->ctx);
 	if (!c->ssl || SSL_set_fd(c->ssl, fd) != 1) {

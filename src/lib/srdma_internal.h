@@ -89,9 +89,6 @@ void srdma_tls_reason(SSL *ssl, char *buf, size_t len);
 
 /* --- verbs (verbs.c) --- */
 
-/* Inline data asked of every QP: perftest's latency default. */
-#define SRDMA_WANT_INLINE 236
-
 struct srdma_dev {
 	struct ibv_context *ctx;
 	uint8_t port;
@@ -114,7 +111,7 @@ struct srdma_conn {
 	bool own_dev;		/* the client opens its own device */
 	size_t buf_size;
 	unsigned int send_depth;	/* send queue entries */
-	uint32_t max_inline;		/* what the QP took */
+	uint32_t max_inline;		/* asked for, then what the QP took */
 	enum srdma_psn_mode psn_mode;
 	uint32_t exporter_peer_psn;	/* exporter mode: the peer's, derived */
 	int64_t t_start;		/* setup began (srdma_now_us) */

@@ -116,6 +116,11 @@ int srdma_check_rdma_opts(const struct srdma_rdma_opts *o, struct srdma_err *err
 			      o->send_depth, SRDMA_MAX_SEND_DEPTH);
 		return -EINVAL;
 	}
+	if (o->max_inline > SRDMA_MAX_INLINE) {
+		srdma_set_err(err, -EINVAL, "options", "inline size %u is over %u",
+			      o->max_inline, SRDMA_MAX_INLINE);
+		return -EINVAL;
+	}
 	if (o->psn_mode != SRDMA_PSN_EXCHANGE && o->psn_mode != SRDMA_PSN_EXPORTER) {
 		srdma_set_err(err, -EINVAL, "options", "unknown PSN mode %d", (int)o->psn_mode);
 		return -EINVAL;

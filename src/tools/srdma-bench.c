@@ -52,8 +52,7 @@ static void usage(FILE *f)
 "\n"
 "Modes:\n"
 "  lat      SEND/RECV ping-pong latency per size: min, median, p99, p99.9 of\n"
-"           the round trip halved (as ib_send_lat); sizes up to the QP's\n"
-"           inline limit are sent inline, as perftest does\n"
+"           the round trip halved (as ib_send_lat)\n"
 "  bw       RDMA WRITE bandwidth (MiB/s, as ib_write_bw's MB/sec) and message\n"
 "           rate into the server's window, --depth writes in flight\n"
 "  connect  -n secure connections made and closed one at a time, then -P at\n"
@@ -77,8 +76,9 @@ static void usage(FILE *f)
 "                         size (default 5000); connect: connections per row\n"
 "                         (default 200); scale: clients (default 100)\n"
 "  -t, --depth N          bw: writes in flight, 1..%u (default 128)\n"
-"  -I, --inline-size N    send at most N bytes inline (default: as many as\n"
-"                         the QP takes, up to 236; 0: never)\n"
+"  -I, --inline-size N    lat, bw: QPs that take N bytes inline, and sends\n"
+"                         of up to N bytes inline, as perftest's -I (default\n"
+"                         0: none; give both sides the same)\n"
 "  -P, --parallel N       connect, scale: connections made at once (default 8)\n"
 "      --server-pid PID   scale: the srdma-server to measure (same machine)\n"
 "      --idle-secs S      scale: how long to measure idle CPU (default 5)\n"
@@ -140,7 +140,7 @@ static int poll_one(struct ibv_cq *cq, const char *what, struct ibv_wc *wc)
 	return 0;
 }
 
-static unsigned long inline_max = ~0ul;	/* --inline-size */
+static unsigned long inline_max;	/* --inline-size: QP and sends */
 
 static int post_send(struct srdma_conn *c, uint32_t len, bool signaled)
 {
@@ -149,7 +149,7 @@ static int post_send(struct srdma_conn *c, uint32_t len, bool signaled)
 	struct ibv_send_wr wr = { .sg_list = &sge, .num_sge = 1, .opcode = IBV_WR_SEND,
 				  .send_flags = signaled ? IBV_SEND_SIGNALED : 0 }, *bad;
 
-	if (len <= srdma_conn_max_inline(c) && len <= inline_max)
+	if (len <= inline_max)
 		wr.send_flags |= IBV_SEND_INLINE;
 	return ibv_post_send(srdma_conn_qp(c), &wr, &bad);
 }
@@ -219,7 +219,7 @@ static int run_lat(struct srdma_conn *c, const struct opts *o)
 				printf("{\"mode\":\"lat\",\"bytes\":%lu,\"iters\":%lu,\"inline\":%s,"
 				       "\"min_us\":%.2f,\"median_us\":%.2f,\"p99_us\":%.2f,"
 				       "\"p999_us\":%.2f}\n", size, o->iters,
-				       size <= srdma_conn_max_inline(c) && size <= inline_max ? "true" : "false", t[0],
+				       size <= inline_max ? "true" : "false", t[0],
 				       pct(t, o->iters, 0.5), pct(t, o->iters, 0.99),
 				       pct(t, o->iters, 0.999));
 			else
@@ -259,7 +259,7 @@ static int write_burst(struct srdma_conn *c, uint32_t size, unsigned long iters,
 
 			/* The last write is always signalled, so done reaches iters. */
 			wr.send_flags = (n % every == 0 || n == iters) ? IBV_SEND_SIGNALED : 0;
-			if (size <= srdma_conn_max_inline(c) && size <= inline_max)
+			if (size <= inline_max)
 				wr.send_flags |= IBV_SEND_INLINE;
 			wr.wr_id = n;
 			if (ibv_post_send(qp, &wr, &bad)) {
@@ -355,6 +355,7 @@ static int pair_bench(const struct opts *o)
 		co.rdma.dev_name = o->dev;
 		co.rdma.buf_size = bufsz;
 		co.rdma.send_depth = o->mode == BW ? (unsigned int)o->depth : 0;
+		co.rdma.max_inline = (unsigned int)inline_max;
 		if (o->has_gid)
 			co.rdma.gid_index = (int)o->gid;
 		rc = srdma_connect(&co, o->host, &c, &err);
@@ -367,6 +368,7 @@ static int pair_bench(const struct opts *o)
 		so.key_file = o->key;
 		so.rdma.dev_name = o->dev;
 		so.rdma.buf_size = bufsz;
+		so.rdma.max_inline = (unsigned int)inline_max;
 		if (o->has_gid)
 			so.rdma.gid_index = (int)o->gid;
 		rc = srdma_listen(&so, &l, &err);
@@ -397,6 +399,7 @@ static struct srdma_client *new_client(const struct opts *o, bool resume)
 	co.ca_file = o->ca;
 	co.rdma.dev_name = o->dev;
 	co.resume = resume;
+	co.rdma.max_inline = (unsigned int)inline_max;
 	if (o->has_gid)
 		co.rdma.gid_index = (int)o->gid;
 	if (srdma_client_new(&co, &cl, &err)) {
@@ -820,7 +823,7 @@ static int parse(int argc, char **argv, struct opts *o)
 				return 2;
 			break;
 		case 'I':
-			if (!parse_ulong(prog, "--inline-size", optarg, 0, 1ul << 20, &inline_max))
+			if (!parse_ulong(prog, "--inline-size", optarg, 0, SRDMA_MAX_INLINE, &inline_max))
 				return 2;
 			break;
 		case 'P':

@@ -169,6 +169,10 @@ bench-smoke)
 		grep -qE "^\{\"mode\":\"lat\",\"bytes\":$size,\"iters\":200,.*\"median_us\":[0-9.]+" <<<"$out" ||
 			fail "no latency line for $size bytes"
 	done
+	# Inline sends (perftest's -I): a QP that takes them, sends that use it.
+	bench_pair lat -s 8 -n 100 -I 64
+	grep -qE '^\{"mode":"lat","bytes":8,"iters":100,"inline":true,' <<<"$out" ||
+		fail "no inline latency line"
 	bench_pair bw -s 65536 -n 50 -t 8
 	grep -qE '^\{"mode":"bw","bytes":65536,"iters":50,"depth":8,"mib_per_s":[0-9.]+' <<<"$out" ||
 		fail "no bandwidth line"
