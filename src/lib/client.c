@@ -125,15 +125,10 @@ int srdma_client_new(const struct srdma_client_opts *o, struct srdma_client **ou
 	cl->resume = o->resume != 0;
 
 	rc = srdma_tls_client_ctx(&cl->ctx, o->ca_file, o->cert_file, o->key_file, err);
-	if (!rc) {
-		if (cl->resume)
-			srdma_tls_client_enable_tickets(cl->ctx);
-		rc = srdma_dev_open(cl->dev, &o->rdma, err);
-		if (rc) {
-			free(cl->dev);	/* nothing open in it */
-			cl->dev = NULL;
-		}
-	}
+	if (!rc && cl->resume)
+		srdma_tls_client_enable_tickets(cl->ctx);
+	if (!rc)
+		rc = srdma_dev_open(cl->dev, &o->rdma, err);	/* leaves nothing open on failure */
 	if (rc) {
 		srdma_client_free(cl);
 		return rc;
