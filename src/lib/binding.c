@@ -204,7 +204,7 @@ static int receive_binding(struct srdma_conn *c, int64_t deadline, struct srdma_
 			      "not a SEND");
 		return -EPROTO;
 	}
-	got = (const uint8_t *)c->recv_buf.addr + wc.wr_id * c->buf_size;
+	got = (const uint8_t *)c->recv_buf.addr + wc.wr_id * c->shape.buf_size;
 	rc = binding_mac(c, c->server ? 'C' : 'S', want, err);
 	if (rc)
 		return rc;

@@ -86,9 +86,7 @@ struct srdma_client {
 	uint16_t port;
 	char *server_name;
 	int handshake_ms;
-	size_t buf_size;
-	unsigned int send_depth, max_inline;
-	enum srdma_psn_mode psn_mode;
+	struct srdma_qp_shape shape;
 	bool resume;
 
 	pthread_mutex_t lock;	/* guards the two below */
@@ -118,10 +116,7 @@ int srdma_client_new(const struct srdma_client_opts *o, struct srdma_client **ou
 	pthread_mutex_init(&cl->lock, NULL);
 	cl->port = o->port ? o->port : SRDMA_DEFAULT_PORT;
 	cl->handshake_ms = o->handshake_ms > 0 ? o->handshake_ms : SRDMA_DEFAULT_HANDSHAKE_MS;
-	cl->buf_size = o->rdma.buf_size ? o->rdma.buf_size : SRDMA_DEFAULT_BUF_SIZE;
-	cl->send_depth = o->rdma.send_depth ? o->rdma.send_depth : SRDMA_SLOTS;
-	cl->max_inline = o->rdma.max_inline;
-	cl->psn_mode = o->rdma.psn_mode;
+	srdma_qp_shape_from_opts(&cl->shape, &o->rdma);
 	cl->resume = o->resume != 0;
 
 	rc = srdma_tls_client_ctx(&cl->ctx, o->ca_file, o->cert_file, o->key_file, err);
@@ -207,10 +202,7 @@ int srdma_client_connect(struct srdma_client *cl, const char *host,
 	}
 	c->fd = -1;
 	c->dev = cl->dev;
-	c->buf_size = cl->buf_size;
-	c->send_depth = cl->send_depth;
-	c->max_inline = cl->max_inline;
-	c->psn_mode = cl->psn_mode;
+	c->shape = cl->shape;
 	c->t_start = srdma_now_us();
 
 	rc = dial(host, cl->port, deadline, &c->fd, err);

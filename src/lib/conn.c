@@ -117,7 +117,7 @@ static int send_hello(struct srdma_conn *c, int64_t deadline, struct srdma_err *
 
 	m.u.hello.version = SRDMA_WIRE_VERSION;
 	m.u.hello.caps = c->server ? SRDMA_CAP_WRITE_WINDOW : 0;
-	if (c->psn_mode == SRDMA_PSN_EXPORTER)
+	if (c->shape.psn_mode == SRDMA_PSN_EXPORTER)
 		m.u.hello.caps |= SRDMA_CAP_PSN_EXPORTER;
 	return srdma_ctrl_send(c, &m, deadline, err);
 }
@@ -134,10 +134,10 @@ static int check_hello(struct srdma_conn *c, const struct srdma_hello *h,
 		srdma_ctrl_send_error(c, SRDMA_ERR_VERSION, NULL, deadline);
 		return -EPROTONOSUPPORT;
 	}
-	if (peer_exporter != (c->psn_mode == SRDMA_PSN_EXPORTER)) {
+	if (peer_exporter != (c->shape.psn_mode == SRDMA_PSN_EXPORTER)) {
 		srdma_set_err(err, -EPROTO, "handshake",
 			      "PSN mode mismatch: we use %s, the peer %s",
-			      c->psn_mode == SRDMA_PSN_EXPORTER ? "exporter" : "exchange",
+			      c->shape.psn_mode == SRDMA_PSN_EXPORTER ? "exporter" : "exchange",
 			      peer_exporter ? "exporter" : "exchange");
 		srdma_ctrl_send_error(c, SRDMA_ERR_PSN_MODE, NULL, deadline);
 		return -EPROTO;
@@ -150,7 +150,7 @@ static int send_params(struct srdma_conn *c, int64_t deadline, struct srdma_err 
 	struct srdma_msg m = { .type = SRDMA_MSG_PARAMS };
 
 	m.u.params = c->local;
-	if (c->psn_mode == SRDMA_PSN_EXPORTER)
+	if (c->shape.psn_mode == SRDMA_PSN_EXPORTER)
 		m.u.params.psn = 0;	/* derived on both sides, never sent */
 	return srdma_ctrl_send(c, &m, deadline, err);
 }
@@ -193,7 +193,7 @@ static int connect_to_peer(struct srdma_conn *c, int64_t deadline,
 	if (rc)
 		return rc;
 	c->remote = m.u.params;
-	if (c->psn_mode == SRDMA_PSN_EXPORTER) {
+	if (c->shape.psn_mode == SRDMA_PSN_EXPORTER) {
 		if (c->remote.psn != 0) {
 			srdma_set_err(err, -EPROTO, "handshake",
 				      "peer sent a PSN in exporter mode");
@@ -302,7 +302,7 @@ int srdma_conn_setup(struct srdma_conn *c, int64_t deadline, struct srdma_err *e
 		srdma_set_err(err, -EIO, "arm CQ", "ibv_req_notify_cq failed");
 		return -EIO;
 	}
-	i->psn_mode = c->psn_mode;
+	i->psn_mode = c->shape.psn_mode;
 	i->local_qpn = c->local.qpn;
 	i->local_psn = c->local.psn;
 	i->remote_qpn = c->remote.qpn;
@@ -513,12 +513,12 @@ const struct srdma_buf *srdma_conn_window(const struct srdma_conn *c)
 
 uint32_t srdma_conn_max_inline(const struct srdma_conn *c)
 {
-	return c->max_inline;
+	return c->shape.max_inline;
 }
 
 size_t srdma_conn_buf_size(const struct srdma_conn *c)
 {
-	return c->buf_size;
+	return c->shape.buf_size;
 }
 
 int srdma_conn_ctrl_fd(const struct srdma_conn *c)

@@ -18,9 +18,7 @@ struct srdma_listener {
 	int fd;
 	uint16_t port;
 	int handshake_ms;
-	size_t buf_size;
-	unsigned int send_depth, max_inline;
-	enum srdma_psn_mode psn_mode;
+	struct srdma_qp_shape shape;
 	struct srdma_dev dev;
 };
 
@@ -109,10 +107,7 @@ int srdma_listen(const struct srdma_server_opts *o, struct srdma_listener **out,
 	l->fd = -1;
 	l->port = o->port ? o->port : SRDMA_DEFAULT_PORT;
 	l->handshake_ms = o->handshake_ms > 0 ? o->handshake_ms : SRDMA_DEFAULT_HANDSHAKE_MS;
-	l->buf_size = o->rdma.buf_size ? o->rdma.buf_size : SRDMA_DEFAULT_BUF_SIZE;
-	l->psn_mode = o->rdma.psn_mode;
-	l->send_depth = o->rdma.send_depth ? o->rdma.send_depth : SRDMA_SLOTS;
-	l->max_inline = o->rdma.max_inline;
+	srdma_qp_shape_from_opts(&l->shape, &o->rdma);
 
 	rc = srdma_tls_server_ctx(&l->ctx, o->cert_file, o->key_file, o->client_ca,
 				  !o->no_resumption, err);
@@ -195,10 +190,7 @@ static int start_tls(struct srdma_listener *l, int fd, int64_t deadline,
 	c->fd = fd;
 	c->server = true;
 	c->dev = &l->dev;
-	c->buf_size = l->buf_size;
-	c->send_depth = l->send_depth;
-	c->max_inline = l->max_inline;
-	c->psn_mode = l->psn_mode;
+	c->shape = l->shape;
 	c->ssl = SSL_new(l->ctx);
 	if (!c->ssl || SSL_set_fd(c->ssl, fd) != 1) {
 		srdma_set_err(err, -ENOMEM, "tls setup", "SSL_new failed");

@@ -103,16 +103,23 @@ int srdma_dev_open(struct srdma_dev *d, const struct srdma_rdma_opts *o,
 		   struct srdma_err *err);
 void srdma_dev_close(struct srdma_dev *d);
 
+/* What every connection of a listener or client is made with: its
+ * srdma_rdma_opts with the defaults filled in. */
+struct srdma_qp_shape {
+	size_t buf_size;		/* bytes per slot and of the window */
+	unsigned int send_depth;	/* send queue entries */
+	uint32_t max_inline;		/* inline bytes asked of the QP */
+	enum srdma_psn_mode psn_mode;
+};
+void srdma_qp_shape_from_opts(struct srdma_qp_shape *s, const struct srdma_rdma_opts *o);
+
 struct srdma_conn {
 	int fd;
 	SSL *ssl;
 	bool server;
 	struct srdma_dev *dev;
 	bool own_dev;		/* the client opens its own device */
-	size_t buf_size;
-	unsigned int send_depth;	/* send queue entries */
-	uint32_t max_inline;		/* asked for, then what the QP took */
-	enum srdma_psn_mode psn_mode;
+	struct srdma_qp_shape shape;	/* max_inline: then what the QP took */
 	uint32_t exporter_peer_psn;	/* exporter mode: the peer's, derived */
 	int64_t t_start;		/* setup began (srdma_now_us) */
 

@@ -104,6 +104,14 @@ void srdma_sigpipe_unblock(struct srdma_sigpipe_guard *g)
 	pthread_sigmask(SIG_SETMASK, &g->old, NULL);
 }
 
+void srdma_qp_shape_from_opts(struct srdma_qp_shape *s, const struct srdma_rdma_opts *o)
+{
+	s->buf_size = o->buf_size ? o->buf_size : SRDMA_DEFAULT_BUF_SIZE;
+	s->send_depth = o->send_depth ? o->send_depth : SRDMA_SLOTS;
+	s->max_inline = o->max_inline;
+	s->psn_mode = o->psn_mode;
+}
+
 int srdma_check_rdma_opts(const struct srdma_rdma_opts *o, struct srdma_err *err)
 {
 	if (o->buf_size > SRDMA_MAX_BUF_SIZE || (o->buf_size && o->buf_size < 64)) {

@@ -181,8 +181,8 @@ static void dereg_buf(struct srdma_buf *b, struct ibv_mr **mr)
 int srdma_conn_post_recv(struct srdma_conn *c, unsigned int slot)
 {
 	struct ibv_sge sge = {
-		.addr = (uintptr_t)c->recv_buf.addr + (uint64_t)slot * c->buf_size,
-		.length = (uint32_t)c->buf_size,
+		.addr = (uintptr_t)c->recv_buf.addr + (uint64_t)slot * c->shape.buf_size,
+		.length = (uint32_t)c->shape.buf_size,
 		.lkey = c->recv_buf.lkey,
 	};
 	struct ibv_recv_wr wr = {
@@ -215,7 +215,7 @@ static int qp_to_init(struct srdma_conn *c, struct srdma_err *err)
 int srdma_verbs_create(struct srdma_conn *c, bool with_window,
 		       struct srdma_err *err)
 {
-	size_t slots_len = (size_t)SRDMA_SLOTS * c->buf_size;
+	size_t slots_len = (size_t)SRDMA_SLOTS * c->shape.buf_size;
 	struct ibv_qp_init_attr qa;
 	int rc;
 
@@ -225,7 +225,7 @@ int srdma_verbs_create(struct srdma_conn *c, bool with_window,
 	c->channel = ibv_create_comp_channel(c->dev->ctx);
 	if (!c->channel)
 		return verr(err, -1, "create completion channel");
-	c->send_cq = ibv_create_cq(c->dev->ctx, (int)(c->send_depth + SRDMA_SLOTS), NULL,
+	c->send_cq = ibv_create_cq(c->dev->ctx, (int)(c->shape.send_depth + SRDMA_SLOTS), NULL,
 				   c->channel, 0);
 	if (!c->send_cq)
 		return verr(err, -1, "create send CQ");
@@ -239,7 +239,7 @@ int srdma_verbs_create(struct srdma_conn *c, bool with_window,
 		rc = reg_buf(c, &c->recv_buf, &c->recv_mr, slots_len,
 			     IBV_ACCESS_LOCAL_WRITE, "register receive buffer", err);
 	if (!rc && with_window)
-		rc = reg_buf(c, &c->window, &c->window_mr, c->buf_size,
+		rc = reg_buf(c, &c->window, &c->window_mr, c->shape.buf_size,
 			     IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE,
 			     "register write window", err);
 	if (rc)
@@ -250,23 +250,23 @@ int srdma_verbs_create(struct srdma_conn *c, bool with_window,
 	qa.recv_cq = c->recv_cq;
 	qa.qp_type = IBV_QPT_RC;
 	qa.sq_sig_all = 0;	/* sends complete when IBV_SEND_SIGNALED */
-	qa.cap.max_send_wr = c->send_depth;
+	qa.cap.max_send_wr = c->shape.send_depth;
 	qa.cap.max_recv_wr = SRDMA_SLOTS;
 	qa.cap.max_send_sge = 1;
 	qa.cap.max_recv_sge = 1;
 	/* Inline sends only when asked: on Soft-RoCE a QP that can take
 	 * them is slower even for sends that do not use them (bench/compare:
 	 * +1.5 us per 8-byte one-way trip under emulation). */
-	qa.cap.max_inline_data = c->max_inline;
+	qa.cap.max_inline_data = c->shape.max_inline;
 	c->qp = ibv_create_qp(c->pd, &qa);
 	if (!c->qp) {
 		rc = verr(err, -1, "create QP");
-		if (c->max_inline && err)
+		if (c->shape.max_inline && err)
 			snprintf(err->msg + strlen(err->msg), sizeof(err->msg) - strlen(err->msg),
-				 " (with %u bytes of inline data)", c->max_inline);
+				 " (with %u bytes of inline data)", c->shape.max_inline);
 		return rc;
 	}
-	c->max_inline = qa.cap.max_inline_data;
+	c->shape.max_inline = qa.cap.max_inline_data;
 	rc = qp_to_init(c, err);
 	if (rc)
 		return rc;
@@ -287,7 +287,7 @@ int srdma_verbs_local_params(struct srdma_conn *c, struct srdma_err *err)
 	int rc;
 
 	memset(p, 0, sizeof(*p));
-	if (c->psn_mode == SRDMA_PSN_EXPORTER) {
+	if (c->shape.psn_mode == SRDMA_PSN_EXPORTER) {
 		rc = srdma_psn_from_exporter(c, &p->psn, &c->exporter_peer_psn, err);
 		if (rc)
 			return rc;
