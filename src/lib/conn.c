@@ -431,19 +431,24 @@ void srdma_conn_free(struct srdma_conn *c)
 	free(c);
 }
 
+/* TLS close_notify, once the handshake is done (a peer may have gone). */
+static void close_notify(struct srdma_conn *c)
+{
+	struct srdma_sigpipe_guard g;
+
+	srdma_sigpipe_block(&g);
+	SSL_shutdown(c->ssl);
+	srdma_sigpipe_unblock(&g);
+	ERR_clear_error();
+}
+
 void srdma_conn_linger_free(struct srdma_conn *c, int ms)
 {
 	int64_t deadline = srdma_now_ms() + ms;
 	char sink[512];
 
-	if (c->ssl && SSL_is_init_finished(c->ssl)) {
-		struct srdma_sigpipe_guard g;
-
-		srdma_sigpipe_block(&g);
-		SSL_shutdown(c->ssl);
-		srdma_sigpipe_unblock(&g);
-		ERR_clear_error();
-	}
+	if (c->ssl && SSL_is_init_finished(c->ssl))
+		close_notify(c);
 	if (c->fd >= 0 && shutdown(c->fd, SHUT_WR) == 0) {
 		for (;;) {
 			struct pollfd p = { .fd = c->fd, .events = POLLIN };
@@ -467,16 +472,11 @@ void srdma_conn_close(struct srdma_conn *c, uint16_t code, const char *text)
 		return;
 	deadline = srdma_now_ms() + 1000;
 	if (c->ssl && SSL_is_init_finished(c->ssl)) {
-		struct srdma_sigpipe_guard g;
-
 		if (code)
 			srdma_ctrl_send_error(c, code, text, deadline);
 		else
 			send_empty(c, SRDMA_MSG_BYE, deadline, NULL);
-		srdma_sigpipe_block(&g);
-		SSL_shutdown(c->ssl);
-		srdma_sigpipe_unblock(&g);
-		ERR_clear_error();
+		close_notify(c);
 	}
 	srdma_conn_free(c);
 }

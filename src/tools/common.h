@@ -15,6 +15,9 @@ bool parse_ulong(const char *prog, const char *option, const char *s,
 void json_string(FILE *f, const char *s, size_t len);
 /* Monotonic time in microseconds. */
 double now_us(void);
+/* Raise the soft RLIMIT_NOFILE towards want (at most the hard limit);
+ * returns the soft limit now in effect (0 if it cannot be read). */
+unsigned long raise_nofile(unsigned long want);
 /* SHA-256 of buf, in out[32]. Returns 0 or -1. */
 int sha256(const void *buf, size_t len, unsigned char out[32]);
 

@@ -23,7 +23,6 @@
 #include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
-#include <sys/resource.h>
 
 #include <srdma.h>
 #include "common.h"
@@ -686,18 +685,13 @@ static unsigned long echo_round(struct srdma_conn **conns, unsigned long n, uint
 }
 
 /* Enough descriptors for n connections (socket and channel each). */
-static void raise_nofile(unsigned long n)
+static void fit_nofile(unsigned long n)
 {
-	struct rlimit rl;
+	unsigned long have = raise_nofile(2 * n + 64);
 
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 2 * n + 64) {
-		rlim_t want = 2 * n + 64;
-
-		rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ? want : rl.rlim_max;
-		if (setrlimit(RLIMIT_NOFILE, &rl) || rl.rlim_cur < want)
-			fprintf(stderr, "%s: warning: only %lu descriptors for %lu connections\n",
-				prog, (unsigned long)rl.rlim_cur, n);
-	}
+	if (have < 2 * n + 64)
+		fprintf(stderr, "%s: warning: only %lu descriptors for %lu connections\n", prog,
+			have, n);
 }
 
 static int run_scale(const struct opts *o)
@@ -711,7 +705,7 @@ static int run_scale(const struct opts *o)
 	uint32_t size = (uint32_t)(o->size < SRDMA_DEFAULT_BUF_SIZE ? o->size : 64);
 	int rc;
 
-	raise_nofile(o->iters);
+	fit_nofile(o->iters);
 	if (have_pid && !proc_stats(o->server_pid, &rss0, &tk0)) {
 		fprintf(stderr, "%s: cannot read /proc/%lu: is --server-pid on this machine?\n",
 			prog, o->server_pid);

@@ -19,7 +19,6 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <sys/epoll.h>
-#include <sys/resource.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -597,20 +596,15 @@ static void on_ctrl(struct server *s, struct slot *sl)
  * handshake three, a refusal two. Raise the soft limit to fit; a hard
  * limit too low for --max-clients is reported up front.
  */
-static void raise_nofile(const struct server *s)
+static void fit_nofile(const struct server *s)
 {
-	rlim_t want = 2 * (rlim_t)s->max_clients + 3 * (rlim_t)s->max_handshakes +
-		      2 * MAX_REJECTS + 64;
-	struct rlimit rl;
+	unsigned long want = 2ul * s->max_clients + 3ul * s->max_handshakes +
+			     2 * MAX_REJECTS + 64;
+	unsigned long have = raise_nofile(want);
 
-	if (getrlimit(RLIMIT_NOFILE, &rl) || rl.rlim_cur >= want)
-		return;
-	rl.rlim_cur = rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want ? rl.rlim_max : want;
-	if (setrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur >= want)
-		return;
-	logf_("warning: %lu file descriptors allowed, %lu needed for --max-clients %u: "
-	      "raise 'ulimit -Hn'", (unsigned long)rl.rlim_cur, (unsigned long)want,
-	      s->max_clients);
+	if (have < want)
+		logf_("warning: %lu file descriptors allowed, %lu needed for --max-clients %u: "
+		      "raise 'ulimit -Hn'", have, want, s->max_clients);
 }
 
 static int parse_args(int argc, char **argv, struct srdma_server_opts *o,
@@ -762,7 +756,7 @@ int main(int argc, char **argv)
 	/* Blocked in every thread; read from the signalfd in the loop. */
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	pthread_mutex_init(&s.lock, NULL);
-	raise_nofile(&s);
+	fit_nofile(&s);
 
 	s.slots = calloc(s.max_clients, sizeof(*s.slots));
 	s.pend_len = 2 * s.max_handshakes;

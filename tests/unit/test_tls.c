@@ -805,6 +805,21 @@ static SSL_CTX *server_ctx_without_tickets(void)
 	return ctx;
 }
 
+/* A full handshake leaves one ticket with the client, which then resumes
+ * on the server that sealed it. */
+static void full_then_resumed(SSL_CTX *sctx, SSL_CTX *cctx, struct resumed *full,
+			      struct resumed *again)
+{
+	srdma_tls_client_enable_tickets(cctx);
+	connect_once(sctx, cctx, NULL, full);
+	assert_int_equal(full->rc, 0);
+	assert_false(full->reused);
+	assert_non_null(full->ticket);
+	connect_once(sctx, cctx, full->ticket, again);
+	assert_int_equal(again->rc, 0);
+	assert_true(again->reused);
+}
+
 static void resumption_needs_this_servers_ticket(void **state)
 {
 	SSL_CTX *sctx = server_ctx("server.pem", "server.key", NULL);
@@ -814,18 +829,8 @@ static void resumption_needs_this_servers_ticket(void **state)
 	struct resumed full, again, elsewhere, none;
 
 	(void)state;
-	srdma_tls_client_enable_tickets(cctx);
-
-	/* A full handshake leaves one ticket with the client... */
-	connect_once(sctx, cctx, NULL, &full);
-	assert_int_equal(full.rc, 0);
-	assert_false(full.reused);
-	assert_non_null(full.ticket);
-	/* ...which resumes on the server that sealed it (and brings another). */
-	connect_once(sctx, cctx, full.ticket, &again);
-	assert_int_equal(again.rc, 0);
-	assert_true(again.reused);
-	assert_non_null(again.ticket);
+	full_then_resumed(sctx, cctx, &full, &again);
+	assert_non_null(again.ticket);	/* a resumed session brings another */
 
 	/* Another server with the same certificate cannot open the ticket
 	 * (its ticket key is its own): a full, verified handshake instead. */
@@ -857,14 +862,8 @@ static void resumption_keeps_the_client_certificate(void **state)
 	struct resumed full, again;
 
 	(void)state;
-	srdma_tls_client_enable_tickets(cctx);
-	connect_once(sctx, cctx, NULL, &full);
-	assert_int_equal(full.rc, 0);
+	full_then_resumed(sctx, cctx, &full, &again);
 	assert_true(full.server_peer_cert);
-	assert_non_null(full.ticket);
-	connect_once(sctx, cctx, full.ticket, &again);
-	assert_int_equal(again.rc, 0);
-	assert_true(again.reused);
 	assert_true(again.server_peer_cert);
 	SSL_SESSION_free(full.ticket);
 	SSL_SESSION_free(again.ticket);
