@@ -49,6 +49,9 @@ extern "C" {
 #define SRDMA_DEFAULT_MAX_CLIENTS 10
 #define SRDMA_DEFAULT_BUF_SIZE 4096
 #define SRDMA_DEFAULT_HANDSHAKE_MS 10000
+/* A connected peer that says nothing for this long, a liveness probe
+ * unanswered, is declared dead (see srdma_conn_poll_ctrl()). */
+#define SRDMA_DEFAULT_PEER_TIMEOUT_MS 180000
 /* Largest --buf-size: one message slot and the RDMA write window. */
 #define SRDMA_MAX_BUF_SIZE (1u << 30)
 /* Receive (and send) slots per connection. */
@@ -58,6 +61,25 @@ extern "C" {
 /* Largest inline request (srdma_rdma_opts.max_inline). */
 #define SRDMA_MAX_INLINE 4096
 
+/* The codes an ERROR message carries (docs/PROTOCOL.md): what a peer that
+ * refuses or ends a connection says why with (struct srdma_err's peer_code),
+ * and what srdma_conn_close() can tell the peer. srdma_error_name() names
+ * them. */
+enum srdma_error_code {
+	SRDMA_ERROR_SERVER_FULL = 1,	/* at its client cap */
+	SRDMA_ERROR_VERSION = 2,	/* protocol version mismatch */
+	SRDMA_ERROR_BAD_MESSAGE = 3,	/* an invalid message (or reply) arrived */
+	SRDMA_ERROR_TIMEOUT = 4,	/* the handshake took too long */
+	SRDMA_ERROR_RDMA_SETUP = 5,	/* QP or memory setup failed on the sender */
+	SRDMA_ERROR_INTERNAL = 6,	/* a local failure on the sender */
+	SRDMA_ERROR_UNEXPECTED = 7,	/* a valid message at the wrong time */
+	SRDMA_ERROR_SHUTDOWN = 8,	/* the server is stopping */
+	SRDMA_ERROR_BINDING = 9,	/* the peer binding did not verify */
+	SRDMA_ERROR_PSN_MODE = 10,	/* the two sides' PSN modes differ */
+	SRDMA_ERROR_QP = 11,		/* the sender's QP failed after setup */
+	SRDMA_ERROR_NOT_RESPONDING = 12, /* the peer left a liveness probe unanswered */
+};
+
 /* What failed: step names the operation ("tls handshake", "modify QP to
  * RTR", ...), msg says why (errno text, OpenSSL reason, WC status, or the
  * peer's ERROR message). code is a negative errno. */
@@ -65,8 +87,8 @@ struct srdma_err {
 	int code;
 	char step[48];
 	char msg[256];
-	/* When the peer sent an ERROR message: its code (enum in PROTOCOL.md,
-	 * e.g. 1 = server full), else 0. */
+	/* When the peer sent an ERROR message: its code (enum
+	 * srdma_error_code, e.g. SRDMA_ERROR_SERVER_FULL), else 0. */
 	uint16_t peer_code;
 };
 
@@ -106,6 +128,13 @@ struct srdma_server_opts {
 	int handshake_ms;	/* 0: 10000; the whole setup's deadline */
 	int no_resumption;	/* nonzero: issue no TLS session tickets, so
 				 * every client does a full handshake */
+	const char *crl_file;	/* set (with client_ca): PEM CRLs; a client
+				 * certificate revoked there is refused, and
+				 * each CA of its chain needs its CRL here */
+	int peer_timeout_ms;	/* 0: SRDMA_DEFAULT_PEER_TIMEOUT_MS; -1: never;
+				 * a connected client silent this long (a
+				 * probe unanswered) is dead; also sets TCP
+				 * keepalive and TCP_USER_TIMEOUT to match */
 	struct srdma_rdma_opts rdma;
 };
 
@@ -125,6 +154,10 @@ struct srdma_client_opts {
 				 * host, port and name, which then skips the
 				 * certificate exchange (TLS 1.3 resumption; a
 				 * fresh ECDHE key exchange still runs). */
+	const char *crl_file;	/* set: PEM CRLs; a server certificate revoked
+				 * there is refused (each CA of its chain
+				 * needs its CRL here) */
+	int peer_timeout_ms;	/* as in srdma_server_opts, for the server */
 	struct srdma_rdma_opts rdma;
 };
 
@@ -163,7 +196,10 @@ struct srdma_conn_info {
 	char peer_cert_subject[128];	/* "" when the peer sent none */
 	int tls_resumed;		/* 1: an abbreviated (resumed) handshake */
 	struct srdma_setup_times times;
-	/* The peer's RDMA write window (len 0: none). Secret. */
+	/* The peer's RDMA write window (len 0: none). Secret. The address
+	 * is where RDMA WRITEs aim: 0 for the window's first byte when the
+	 * peer's device registers it zero-based (srdma asks for that, so the
+	 * peer's virtual addresses stay its own), else its virtual address. */
 	uint64_t remote_addr;
 	uint32_t remote_rkey;
 	uint32_t remote_len;
@@ -242,10 +278,10 @@ SRDMA_API void srdma_client_free(struct srdma_client *cl);
 
 SRDMA_API const struct srdma_conn_info *srdma_conn_info(const struct srdma_conn *c);
 SRDMA_API struct ibv_qp *srdma_conn_qp(const struct srdma_conn *c);
-/* Both CQs report to this channel; see srdma_conn_next_wc(). They are
- * armed when the connection is handed over; a program that waits on the
- * channel itself must poll the CQs once first (a completion may already be
- * there) and re-arm after every event. */
+/* Both CQs report to this channel, whose fd is non-blocking; see
+ * srdma_conn_poll_wc() for an event loop, srdma_conn_next_wc() to wait.
+ * The CQs are armed when the connection is handed over, and a completion
+ * may already be waiting: poll once before the first wait. */
 SRDMA_API struct ibv_comp_channel *srdma_conn_channel(const struct srdma_conn *c);
 /* Send slots (SRDMA_SLOTS x buf_size, local access only). */
 SRDMA_API const struct srdma_buf *srdma_conn_send_buf(const struct srdma_conn *c);
@@ -272,20 +308,53 @@ SRDMA_API int srdma_conn_post_recv(struct srdma_conn *c, unsigned int slot);
 SRDMA_API int srdma_conn_next_wc(struct srdma_conn *c, int timeout_ms,
 				 struct ibv_wc *wc);
 
-/* The TLS control socket, for poll/epoll: readable means the peer sent a
- * control message (BYE, ERROR) or went away. */
+/*
+ * For an event loop that watches srdma_conn_channel(c)->fd: takes the
+ * channel's pending events (acknowledging them), then up to max completions
+ * from the receive CQ, then the send CQ, into wc[0..max). Never blocks.
+ * Returns how many it took, or a negative errno. Fewer than max: both CQs
+ * were drained and are armed again, so the fd wakes the loop for the next
+ * completion. Exactly max: more may be waiting and the CQs were NOT
+ * re-armed, so the fd will not wake the loop for them: call again (after
+ * serving other work, which is how one busy connection is kept from
+ * starving the rest).
+ */
+SRDMA_API int srdma_conn_poll_wc(struct srdma_conn *c, struct ibv_wc *wc, int max);
+
+/* The TLS control socket, for poll/epoll, level-triggered (poll(2), or
+ * epoll without EPOLLET): readable means the peer sent a control message
+ * or went away. */
 SRDMA_API int srdma_conn_ctrl_fd(const struct srdma_conn *c);
 /*
- * Read what the peer said on the control channel, without blocking.
- * Returns 0 when nothing complete has arrived, 1 when the peer has ended the
- * connection (err says how: step "peer closed" with msg "bye", the peer's
- * ERROR text, or "connection lost"), negative errno on a protocol error
- * (err filled; the caller should close).
+ * Serve the control channel without blocking: read what the peer sent,
+ * answer its liveness probes, and probe it in turn. Call it when the
+ * control fd is readable and whenever srdma_conn_ctrl_timeout_ms() comes
+ * due. One call does a bounded amount of work (a few TLS records) and may
+ * leave bytes for the next, so a peer cannot hold the caller's loop.
+ *
+ * Returns 0 while the connection goes on; 1 when it has ended, with
+ * err->code saying how:
+ *   0             the peer said BYE (err->msg "bye")
+ *   -ECONNABORTED the peer sent ERROR: err->peer_code, err->msg its text
+ *   -ECONNRESET   the connection was lost (closed without a word, reset)
+ *   -ETIMEDOUT    the peer is not responding: it said nothing for
+ *                 peer_timeout_ms and left a probe unanswered (a hung
+ *                 process, or a host that died without closing)
+ * and a negative errno when the peer broke the protocol (an invalid or
+ * unexpected message, a flood, or -EPIPE: it makes us write but does not
+ * read). Close the connection after either. Once it has returned non-zero,
+ * every later call returns the same.
  */
 SRDMA_API int srdma_conn_poll_ctrl(struct srdma_conn *c, struct srdma_err *err);
+/* Milliseconds until srdma_conn_poll_ctrl() must be called even if the
+ * control fd stays quiet (to probe the peer, or to declare it dead); 0: now;
+ * -1: no timer (liveness off, the peer cannot be probed, or ended). */
+SRDMA_API int srdma_conn_ctrl_timeout_ms(const struct srdma_conn *c);
 
 /* Say BYE (code 0) or ERROR(code, text) to the peer, then free everything:
- * QP, CQs, channel, MRs, PD, TLS, socket. c may be NULL. */
+ * QP, CQs, channel, MRs, PD, TLS, socket. c may be NULL. Never waits: the
+ * message goes if the socket takes it at once (a peer that does not read
+ * gets nothing). */
 SRDMA_API void srdma_conn_close(struct srdma_conn *c, uint16_t code,
 				const char *text);
 

@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -60,6 +61,75 @@ static int binding_mac(struct srdma_conn *c, char role, uint8_t mac[32],
 	return 0;
 }
 
+/* The control channel ended the binding: say how, as it happened. */
+static int peer_ended(int rc, const struct srdma_err *peer, struct srdma_err *err)
+{
+	if (rc < 0) {
+		srdma_set_err(err, rc, "peer binding", "%s: %s", peer->step, peer->msg);
+		return rc;
+	}
+	switch (peer->code) {
+	case 0:
+		srdma_set_err(err, -ECONNRESET, "peer binding",
+			      "the peer closed the connection (BYE) before setup finished");
+		return -ECONNRESET;
+	case -ECONNABORTED:
+		srdma_set_err(err, -ECONNREFUSED, "peer binding", "the peer refused: %s",
+			      peer->msg);
+		if (err)
+			err->peer_code = peer->peer_code;
+		return -ECONNREFUSED;
+	default:
+		srdma_set_err(err, peer->code, "peer binding", "%s", peer->msg);
+		return peer->code;
+	}
+}
+
+/*
+ * Wait for the completion channel, while also watching the TLS channel: a
+ * peer that refuses our binding says so there (ERROR) rather than on the
+ * QP, and a peer that leaves closes it; either is known at once, not at the
+ * deadline. 0: the channel had an event (taken); negative: err filled.
+ */
+static int wait_rdma_or_peer(struct srdma_conn *c, int64_t deadline, const char *late,
+			     struct srdma_err *err)
+{
+	for (;;) {
+		struct pollfd p[2] = {
+			{ .fd = c->channel->fd, .events = POLLIN },
+			{ .fd = c->fd, .events = POLLIN },
+		};
+		struct ibv_cq *cq;
+		void *ctx;
+		int n = poll(p, 2, srdma_ms_left(deadline));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n == 0) {
+			srdma_set_err(err, -ETIMEDOUT, "peer binding", "%s", late);
+			return -ETIMEDOUT;
+		}
+		if (n < 0) {
+			srdma_set_err(err, -errno, "peer binding", "poll: %s", strerror(errno));
+			return -errno;
+		}
+		if (p[1].revents) {
+			struct srdma_err peer;
+			int rc = srdma_conn_poll_ctrl(c, &peer);
+
+			if (rc)
+				return peer_ended(rc, &peer, err);
+		}
+		if (p[0].revents) {
+			/* Either CQ's event; a CQ left disarmed is armed again
+			 * when setup ends. */
+			if (ibv_get_cq_event(c->channel, &cq, &ctx) == 0)
+				ibv_ack_cq_events(cq, 1);
+			return 0;
+		}
+	}
+}
+
 /*
  * Our binding SEND's completion, from the send CQ only: a receive that
  * arrives meanwhile stays in the receive CQ for whoever reads it next (the
@@ -69,11 +139,8 @@ static int binding_mac(struct srdma_conn *c, char role, uint8_t mac[32],
 static int wait_send_done(struct srdma_conn *c, int64_t deadline, struct srdma_err *err)
 {
 	for (;;) {
-		struct pollfd p = { .fd = c->channel->fd, .events = POLLIN };
 		struct ibv_wc wc;
-		struct ibv_cq *cq;
-		void *ctx;
-		int n = ibv_poll_cq(c->send_cq, 1, &wc);
+		int n = ibv_poll_cq(c->send_cq, 1, &wc), rc;
 
 		if (n == 0) {
 			/* Arm, then look again: a completion that came before
@@ -95,22 +162,9 @@ static int wait_send_done(struct srdma_conn *c, int64_t deadline, struct srdma_e
 				      ibv_wc_status_str(wc.status));
 			return -EIO;
 		}
-		n = poll(&p, 1, srdma_ms_left(deadline));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			srdma_set_err(err, -errno, "peer binding", "poll: %s", strerror(errno));
-			return -errno;
-		}
-		if (n == 0) {
-			srdma_set_err(err, -ETIMEDOUT, "peer binding",
-				      "send did not complete in time");
-			return -ETIMEDOUT;
-		}
-		/* Either CQ's event; a receive CQ left disarmed is armed again
-		 * when setup ends. */
-		if (ibv_get_cq_event(c->channel, &cq, &ctx) == 0)
-			ibv_ack_cq_events(cq, 1);
+		rc = wait_rdma_or_peer(c, deadline, "our binding SEND did not complete in time", err);
+		if (rc)
+			return rc;
 	}
 }
 
@@ -126,10 +180,15 @@ static int send_binding(struct srdma_conn *c, int64_t deadline, struct srdma_err
 	rc = binding_mac(c, c->server ? 'S' : 'C', p + 4, err);
 	if (rc)
 		return rc;
-	if (srdma_binding_fault == 1)
+	if (srdma_binding_fault == 1) {
 		p[4] ^= 0x01;			/* a wrong MAC */
-	else if (srdma_binding_fault == 2)
+	} else if (srdma_binding_fault == 2) {
 		memcpy(p, "no binding here, just data.........", BINDING_LEN);
+	} else if (srdma_binding_fault == 3) {	/* gone without a word */
+		shutdown(c->fd, SHUT_RDWR);
+		srdma_set_err(err, -ECONNRESET, "peer binding", "vanished (test)");
+		return -ECONNRESET;
+	}
 	rc = ibv_post_send(c->qp, &wr, &bad);
 	if (rc) {
 		srdma_set_err(err, -rc, "peer binding", "post send: %s", strerror(rc));
@@ -138,19 +197,11 @@ static int send_binding(struct srdma_conn *c, int64_t deadline, struct srdma_err
 	return wait_send_done(c, deadline, err);
 }
 
-/*
- * Next completion, while also watching the TLS channel: a peer that refuses
- * our binding says so there (ERROR) rather than on the QP, and we want to
- * know at once, not at the deadline. 1: *wc filled; negative: err filled.
- */
+/* The next completion, from either CQ. 1: *wc filled; negative: err filled. */
 static int next_wc_or_refusal(struct srdma_conn *c, int64_t deadline, struct ibv_wc *wc,
 			      struct srdma_err *err)
 {
 	for (;;) {
-		struct pollfd p[2] = {
-			{ .fd = c->channel->fd, .events = POLLIN },
-			{ .fd = c->fd, .events = POLLIN },
-		};
 		int n = srdma_conn_next_wc(c, 0, wc);
 
 		if (n < 0) {
@@ -159,30 +210,9 @@ static int next_wc_or_refusal(struct srdma_conn *c, int64_t deadline, struct ibv
 		}
 		if (n)
 			return 1;
-		n = poll(p, 2, srdma_ms_left(deadline));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n == 0) {
-			srdma_set_err(err, -ETIMEDOUT, "peer binding",
-				      "no binding message from the peer in time");
-			return -ETIMEDOUT;
-		}
-		if (n < 0) {
-			srdma_set_err(err, -errno, "peer binding", "poll: %s", strerror(errno));
-			return -errno;
-		}
-		if (p[1].revents) {
-			struct srdma_err peer;
-			int rc = srdma_conn_poll_ctrl(c, &peer);
-
-			if (rc) {
-				srdma_set_err(err, -ECONNREFUSED, "peer binding", "the peer refused: %s",
-					      peer.msg);
-				if (err)
-					err->peer_code = peer.peer_code;
-				return -ECONNREFUSED;
-			}
-		}
+		n = wait_rdma_or_peer(c, deadline, "no binding message from the peer in time", err);
+		if (n)
+			return n;
 	}
 }
 

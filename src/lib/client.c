@@ -14,7 +14,8 @@
 #include "srdma_internal.h"
 
 /* Non-blocking connect to one address, within the deadline. */
-static int connect_one(const struct addrinfo *ai, int64_t deadline, int *out)
+static int connect_one(const struct addrinfo *ai, int64_t deadline, int peer_timeout_ms,
+		       int *out)
 {
 	struct pollfd p = { .events = POLLOUT };
 	int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
@@ -45,12 +46,13 @@ static int connect_one(const struct addrinfo *ai, int64_t deadline, int *out)
 		}
 	}
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	srdma_sock_liveness(fd, peer_timeout_ms);
 	*out = fd;
 	return 0;
 }
 
-static int dial(const char *host, uint16_t port, int64_t deadline, int *fd,
-		struct srdma_err *err)
+static int dial(const char *host, uint16_t port, int64_t deadline, int peer_timeout_ms,
+		int *fd, struct srdma_err *err)
 {
 	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
 	struct addrinfo *res, *ai;
@@ -65,7 +67,7 @@ static int dial(const char *host, uint16_t port, int64_t deadline, int *fd,
 	}
 	rc = -EHOSTUNREACH;
 	for (ai = res; ai; ai = ai->ai_next) {
-		rc = connect_one(ai, deadline, fd);
+		rc = connect_one(ai, deadline, peer_timeout_ms, fd);
 		if (!rc)
 			break;
 	}
@@ -86,6 +88,7 @@ struct srdma_client {
 	uint16_t port;
 	char *server_name;
 	int handshake_ms;
+	int peer_timeout_ms;	/* resolved: 0 never */
 	struct srdma_qp_shape shape;
 	bool resume;
 
@@ -116,10 +119,13 @@ int srdma_client_new(const struct srdma_client_opts *o, struct srdma_client **ou
 	pthread_mutex_init(&cl->lock, NULL);
 	cl->port = o->port ? o->port : SRDMA_DEFAULT_PORT;
 	cl->handshake_ms = o->handshake_ms > 0 ? o->handshake_ms : SRDMA_DEFAULT_HANDSHAKE_MS;
+	cl->peer_timeout_ms = srdma_peer_timeout(o->peer_timeout_ms);
 	srdma_qp_shape_from_opts(&cl->shape, &o->rdma);
 	cl->resume = o->resume != 0;
 
 	rc = srdma_tls_client_ctx(&cl->ctx, o->ca_file, o->cert_file, o->key_file, err);
+	if (!rc && o->crl_file)
+		rc = srdma_tls_load_crl(cl->ctx, o->crl_file, err);
 	if (!rc && cl->resume)
 		srdma_tls_client_enable_tickets(cl->ctx);
 	if (!rc)
@@ -203,9 +209,10 @@ int srdma_client_connect(struct srdma_client *cl, const char *host,
 	c->fd = -1;
 	c->dev = cl->dev;
 	c->shape = cl->shape;
+	c->peer_timeout_ms = cl->peer_timeout_ms;
 	c->t_start = srdma_now_us();
 
-	rc = dial(host, cl->port, deadline, &c->fd, err);
+	rc = dial(host, cl->port, deadline, cl->peer_timeout_ms, &c->fd, err);
 	c->info.times.tcp_us = srdma_us_since(c->t_start);
 	if (rc)
 		goto fail;

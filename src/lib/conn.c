@@ -16,6 +16,7 @@
  */
 #include <errno.h>
 #include <poll.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,8 +61,9 @@ int srdma_ctrl_send_error(struct srdma_conn *c, uint16_t code,
 static int bad_message(struct srdma_conn *c, int rc, const char *what,
 		       int64_t deadline, struct srdma_err *err)
 {
-	srdma_set_err(err, rc, "read control message", "%s: %s", what, strerror(-rc));
-	srdma_ctrl_send_error(c, SRDMA_ERR_BAD_MESSAGE, NULL, deadline);
+	srdma_set_err(err, rc, "read control message", "%s: %s", what,
+		      srdma_wire_error_text(rc));
+	srdma_ctrl_send_error(c, SRDMA_ERROR_BAD_MESSAGE, NULL, deadline);
 	return rc;
 }
 
@@ -105,9 +107,14 @@ static int expect(struct srdma_conn *c, uint16_t type, struct srdma_msg *m,
 			err->peer_code = m->u.error.code;
 		return -ECONNREFUSED;
 	}
+	if (m->type == SRDMA_MSG_BYE) {
+		srdma_set_err(err, -ECONNRESET, "handshake",
+			      "the peer closed the connection (BYE) before setup finished");
+		return -ECONNRESET;
+	}
 	srdma_set_err(err, -EPROTO, "handshake", "expected %s, got %s",
 		      srdma_msg_type_name(type), srdma_msg_type_name(m->type));
-	srdma_ctrl_send_error(c, SRDMA_ERR_UNEXPECTED, NULL, deadline);
+	srdma_ctrl_send_error(c, SRDMA_ERROR_UNEXPECTED, NULL, deadline);
 	return -EPROTO;
 }
 
@@ -116,7 +123,7 @@ static int send_hello(struct srdma_conn *c, int64_t deadline, struct srdma_err *
 	struct srdma_msg m = { .type = SRDMA_MSG_HELLO };
 
 	m.u.hello.version = SRDMA_WIRE_VERSION;
-	m.u.hello.caps = c->server ? SRDMA_CAP_WRITE_WINDOW : 0;
+	m.u.hello.caps = (c->server ? SRDMA_CAP_WRITE_WINDOW : 0) | SRDMA_CAP_PING;
 	if (c->shape.psn_mode == SRDMA_PSN_EXPORTER)
 		m.u.hello.caps |= SRDMA_CAP_PSN_EXPORTER;
 	return srdma_ctrl_send(c, &m, deadline, err);
@@ -127,11 +134,14 @@ static int check_hello(struct srdma_conn *c, const struct srdma_hello *h,
 {
 	bool peer_exporter = h->caps & SRDMA_CAP_PSN_EXPORTER;
 
+	c->peer_window = h->caps & SRDMA_CAP_WRITE_WINDOW;
+	c->peer_pings = h->caps & SRDMA_CAP_PING;
+
 	if (h->version != SRDMA_WIRE_VERSION) {
 		srdma_set_err(err, -EPROTONOSUPPORT, "handshake",
 			      "peer speaks protocol version %u, we speak %u",
 			      h->version, SRDMA_WIRE_VERSION);
-		srdma_ctrl_send_error(c, SRDMA_ERR_VERSION, NULL, deadline);
+		srdma_ctrl_send_error(c, SRDMA_ERROR_VERSION, NULL, deadline);
 		return -EPROTONOSUPPORT;
 	}
 	if (peer_exporter != (c->shape.psn_mode == SRDMA_PSN_EXPORTER)) {
@@ -139,7 +149,7 @@ static int check_hello(struct srdma_conn *c, const struct srdma_hello *h,
 			      "PSN mode mismatch: we use %s, the peer %s",
 			      c->shape.psn_mode == SRDMA_PSN_EXPORTER ? "exporter" : "exchange",
 			      peer_exporter ? "exporter" : "exchange");
-		srdma_ctrl_send_error(c, SRDMA_ERR_PSN_MODE, NULL, deadline);
+		srdma_ctrl_send_error(c, SRDMA_ERROR_PSN_MODE, NULL, deadline);
 		return -EPROTO;
 	}
 	return 0;
@@ -166,7 +176,7 @@ static int send_empty(struct srdma_conn *c, uint16_t type, int64_t deadline,
 /* Local RDMA failure: tell the peer (without details), keep ours. */
 static int rdma_failed(struct srdma_conn *c, int rc, int64_t deadline)
 {
-	srdma_ctrl_send_error(c, SRDMA_ERR_RDMA_SETUP, NULL, deadline);
+	srdma_ctrl_send_error(c, SRDMA_ERROR_RDMA_SETUP, NULL, deadline);
 	return rc;
 }
 
@@ -193,11 +203,21 @@ static int connect_to_peer(struct srdma_conn *c, int64_t deadline,
 	if (rc)
 		return rc;
 	c->remote = m.u.params;
+	/* A window exactly when the HELLO offered one (the server's, never
+	 * the client's): an offer without one, or one not offered, is a
+	 * peer that does not follow the protocol. */
+	if ((c->remote.len != 0) != (c->peer_window && !c->server)) {
+		srdma_set_err(err, -EPROTO, "handshake", "the peer's PARAMS %s a write window %s",
+			      c->remote.len ? "carry" : "lack",
+			      c->remote.len ? "it did not offer" : "its HELLO offered");
+		srdma_ctrl_send_error(c, SRDMA_ERROR_BAD_MESSAGE, NULL, deadline);
+		return -EPROTO;
+	}
 	if (c->shape.psn_mode == SRDMA_PSN_EXPORTER) {
 		if (c->remote.psn != 0) {
 			srdma_set_err(err, -EPROTO, "handshake",
 				      "peer sent a PSN in exporter mode");
-			srdma_ctrl_send_error(c, SRDMA_ERR_BAD_MESSAGE, NULL, deadline);
+			srdma_ctrl_send_error(c, SRDMA_ERROR_BAD_MESSAGE, NULL, deadline);
 			return -EPROTO;
 		}
 		c->remote.psn = c->exporter_peer_psn;
@@ -216,7 +236,7 @@ static int bind_peer(struct srdma_conn *c, int64_t deadline, struct srdma_err *e
 
 	c->info.times.binding_us = srdma_us_since(t0);
 	if (rc)
-		srdma_ctrl_send_error(c, SRDMA_ERR_BINDING, NULL, srdma_now_ms() + 500);
+		srdma_ctrl_send_error(c, SRDMA_ERROR_BINDING, NULL, srdma_now_ms() + 500);
 	return rc;
 }
 
@@ -312,6 +332,12 @@ int srdma_conn_setup(struct srdma_conn *c, int64_t deadline, struct srdma_err *e
 	i->remote_len = c->remote.len;
 	i->gid_index = c->dev->gid_index;
 	snprintf(i->dev_name, sizeof(i->dev_name), "%s", c->dev->name);
+	/* From here on one poll of the control channel does bounded work:
+	 * OpenSSL returns after each non-application record (a KeyUpdate
+	 * flood) instead of looping over them inside one SSL_read. */
+	SSL_clear_mode(c->ssl, SSL_MODE_AUTO_RETRY);
+	c->established = true;
+	c->last_heard_ms = srdma_now_ms();
 	return 0;
 }
 
@@ -350,11 +376,41 @@ void srdma_conn_fill_tls_info(struct srdma_conn *c)
 
 /* --- after setup --- */
 
-int srdma_conn_poll_ctrl(struct srdma_conn *c, struct srdma_err *err)
+/*
+ * One call does bounded work, so that no peer keeps the caller's loop: at
+ * most CTRL_READS_PER_POLL reads from the socket (each takes one TLS record
+ * at most), and a peer that has more than CTRL_MSGS_PER_POLL control
+ * messages waiting at once floods, which no conforming peer does.
+ */
+#define CTRL_READS_PER_POLL	8
+#define CTRL_MSGS_PER_POLL	8
+
+/* A control message that is sent now or not at all: a peer that does not
+ * read is not waited for. */
+static int ctrl_send_now(struct srdma_conn *c, uint16_t type, struct srdma_err *err)
+{
+	struct srdma_msg m = { .type = type };
+	int rc = srdma_ctrl_send(c, &m, srdma_now_ms(), err);
+
+	if (rc == -ETIMEDOUT) {
+		srdma_set_err(err, -EPIPE, "send control message",
+			      "the peer does not read its control channel");
+		return -EPIPE;
+	}
+	return rc;
+}
+
+enum { CTRL_NOTHING, CTRL_MESSAGE, CTRL_LOST };
+
+/* Read toward the next whole message: CTRL_MESSAGE with *m filled,
+ * CTRL_NOTHING when nothing more is to be read now, CTRL_LOST (err filled)
+ * when the connection is gone, or a negative errno. */
+static int ctrl_take(struct srdma_conn *c, struct srdma_msg *m, int *reads,
+		     struct srdma_err *err)
 {
 	for (;;) {
+		struct srdma_sigpipe_guard g;
 		size_t need = SRDMA_WIRE_HDR_LEN, got = 0;
-		struct srdma_msg m;
 		uint16_t type = 0;
 		uint32_t len = 0;
 		int r, rc;
@@ -363,54 +419,164 @@ int srdma_conn_poll_ctrl(struct srdma_conn *c, struct srdma_err *err)
 			rc = srdma_wire_decode_header(c->ctrl_buf, &type, &len);
 			if (rc) {
 				srdma_set_err(err, rc, "read control message",
-					      "invalid header: %s", strerror(-rc));
+					      "invalid header: %s", srdma_wire_error_text(rc));
 				return rc;
 			}
 			need += len;
 		}
-		if (c->ctrl_have < need) {
-			struct srdma_sigpipe_guard g;
-
-			srdma_sigpipe_block(&g);
-			r = SSL_read_ex(c->ssl, c->ctrl_buf + c->ctrl_have,
-					need - c->ctrl_have, &got);
-			srdma_sigpipe_unblock(&g);
-			if (r == 1) {
-				c->ctrl_have += got;
-				continue;
+		if (c->ctrl_have == need) {
+			rc = srdma_wire_decode_body(type, c->ctrl_buf + SRDMA_WIRE_HDR_LEN,
+						    len, m);
+			c->ctrl_have = 0;
+			if (rc) {
+				srdma_set_err(err, rc, "read control message", "%s: %s",
+					      srdma_msg_type_name(type), srdma_wire_error_text(rc));
+				return rc;
 			}
-			r = SSL_get_error(c->ssl, r);
-			if (r == SSL_ERROR_WANT_READ || r == SSL_ERROR_WANT_WRITE)
-				return 0;
-			ERR_clear_error();
-			srdma_set_err(err, -ECONNRESET, "peer closed", "connection lost");
-			return 1;
+			c->last_heard_ms = srdma_now_ms();
+			return CTRL_MESSAGE;
 		}
-		/* A whole message. */
-		rc = srdma_wire_decode_body(type, c->ctrl_buf + SRDMA_WIRE_HDR_LEN,
-					    len, &m);
-		c->ctrl_have = 0;
-		if (rc) {
-			srdma_set_err(err, rc, "read control message", "%s: %s",
-				      srdma_msg_type_name(type), strerror(-rc));
-			return rc;
+		/* Bytes already inside OpenSSL raise no poll event: take them
+		 * now (they are one record's worth at most). */
+		if (*reads >= CTRL_READS_PER_POLL && !SSL_has_pending(c->ssl))
+			return CTRL_NOTHING;
+		(*reads)++;
+		srdma_sigpipe_block(&g);
+		r = SSL_read_ex(c->ssl, c->ctrl_buf + c->ctrl_have, need - c->ctrl_have, &got);
+		srdma_sigpipe_unblock(&g);
+		if (r == 1) {
+			c->ctrl_have += got;
+			continue;
 		}
-		if (m.type == SRDMA_MSG_BYE) {
-			srdma_set_err(err, 0, "peer closed", "bye");
-			return 1;
+		r = SSL_get_error(c->ssl, r);
+		if (r == SSL_ERROR_WANT_READ)
+			return CTRL_NOTHING;
+		ERR_clear_error();
+		if (r == SSL_ERROR_WANT_WRITE) {
+			/* TLS must answer (a KeyUpdate) and our send buffer is
+			 * full: the peer makes us write and reads nothing. */
+			srdma_set_err(err, -EPIPE, "read control message",
+				      "the peer does not read its control channel");
+			return -EPIPE;
 		}
-		if (m.type == SRDMA_MSG_ERROR) {
-			srdma_set_err(err, -ECONNABORTED, "peer closed", "%s",
-				      m.u.error.text[0] ? m.u.error.text :
-				      srdma_err_code_name(m.u.error.code));
-			if (err)
-				err->peer_code = m.u.error.code;
-			return 1;
-		}
+		srdma_set_err(err, -ECONNRESET, "peer closed", "connection lost");
+		return CTRL_LOST;
+	}
+}
+
+/* 0: carry on (PING, PONG); 1: the peer ended it; negative: protocol error. */
+static int ctrl_handle(struct srdma_conn *c, const struct srdma_msg *m,
+		       struct srdma_err *err)
+{
+	switch (m->type) {
+	case SRDMA_MSG_BYE:
+		srdma_set_err(err, 0, "peer closed", "bye");
+		return 1;
+	case SRDMA_MSG_ERROR:
+		srdma_set_err(err, -ECONNABORTED, "peer closed", "%s",
+			      m->u.error.text[0] ? m->u.error.text :
+			      srdma_err_code_name(m->u.error.code));
+		err->peer_code = m->u.error.code;
+		return 1;
+	case SRDMA_MSG_PING:
+		return ctrl_send_now(c, SRDMA_MSG_PONG, err);
+	case SRDMA_MSG_PONG:
+		c->ping_sent_ms = 0;
+		return 0;
+	default:
 		srdma_set_err(err, -EPROTO, "read control message",
-			      "unexpected %s after setup", srdma_msg_type_name(m.type));
+			      "unexpected %s after setup", srdma_msg_type_name(m->type));
 		return -EPROTO;
 	}
+}
+
+/* How long a peer may stay quiet before we probe it: a third of its time. */
+static int64_t probe_after_ms(const struct srdma_conn *c)
+{
+	return c->peer_timeout_ms / 3;
+}
+
+static bool liveness_on(const struct srdma_conn *c)
+{
+	return c->established && c->peer_timeout_ms > 0 && c->peer_pings;
+}
+
+/*
+ * A peer quiet for a third of its time gets a PING; one that leaves the
+ * PING unanswered for the other two thirds is not responding (a hung
+ * process, or a host gone without a word: both fall silent).
+ */
+static int check_liveness(struct srdma_conn *c, struct srdma_err *err)
+{
+	int64_t now = srdma_now_ms();
+
+	if (!liveness_on(c))
+		return 0;
+	if (c->ping_sent_ms) {
+		if (now - c->ping_sent_ms < c->peer_timeout_ms - probe_after_ms(c))
+			return 0;
+		srdma_set_err(err, -ETIMEDOUT, "liveness check",
+			      "the peer is not responding (nothing from it for %lld ms, "
+			      "a probe unanswered)", (long long)(now - c->last_heard_ms));
+		return 1;
+	}
+	if (now - c->last_heard_ms < probe_after_ms(c))
+		return 0;
+	c->ping_sent_ms = now;
+	return ctrl_send_now(c, SRDMA_MSG_PING, err);
+}
+
+int srdma_conn_poll_ctrl(struct srdma_conn *c, struct srdma_err *err)
+{
+	struct srdma_err e = { 0 };
+	int reads = 0, msgs = 0, rc;
+
+	if (c->end_rc) {
+		if (err)
+			*err = c->end_err;
+		return c->end_rc;
+	}
+	for (;;) {
+		struct srdma_msg m;
+
+		rc = ctrl_take(c, &m, &reads, &e);
+		if (rc == CTRL_LOST) {
+			rc = 1;		/* ended: e says "connection lost" */
+			break;
+		}
+		if (rc != CTRL_MESSAGE)
+			break;
+		if (++msgs > CTRL_MSGS_PER_POLL) {
+			srdma_set_err(&e, -EPROTO, "read control message",
+				      "the peer floods its control channel");
+			rc = -EPROTO;
+			break;
+		}
+		rc = ctrl_handle(c, &m, &e);
+		if (rc)
+			break;
+	}
+	if (rc == 0)
+		rc = check_liveness(c, &e);
+	if (rc) {
+		c->end_rc = rc;
+		c->end_err = e;
+		if (err)
+			*err = e;
+	}
+	return rc;
+}
+
+int srdma_conn_ctrl_timeout_ms(const struct srdma_conn *c)
+{
+	int64_t due, left;
+
+	if (!liveness_on(c) || c->end_rc)
+		return -1;
+	due = c->ping_sent_ms ? c->ping_sent_ms + c->peer_timeout_ms - probe_after_ms(c)
+			      : c->last_heard_ms + probe_after_ms(c);
+	left = due - srdma_now_ms();
+	return left < 0 ? 0 : left > INT32_MAX ? INT32_MAX : (int)left;
 }
 
 void srdma_conn_free(struct srdma_conn *c)
@@ -470,7 +636,10 @@ void srdma_conn_close(struct srdma_conn *c, uint16_t code, const char *text)
 
 	if (!c)
 		return;
-	deadline = srdma_now_ms() + 1000;
+	/* Now or not at all: a peer that does not read (a hung process, a
+	 * flood) must not hold the caller here. The socket's own buffer
+	 * takes these few bytes from any peer that still reads. */
+	deadline = srdma_now_ms();
 	if (c->ssl && SSL_is_init_finished(c->ssl)) {
 		if (code)
 			srdma_ctrl_send_error(c, code, text, deadline);

@@ -18,6 +18,7 @@ struct srdma_listener {
 	int fd;
 	uint16_t port;
 	int handshake_ms;
+	int peer_timeout_ms;	/* resolved: 0 never */
 	struct srdma_qp_shape shape;
 	struct srdma_dev dev;
 };
@@ -107,10 +108,19 @@ int srdma_listen(const struct srdma_server_opts *o, struct srdma_listener **out,
 	l->fd = -1;
 	l->port = o->port ? o->port : SRDMA_DEFAULT_PORT;
 	l->handshake_ms = o->handshake_ms > 0 ? o->handshake_ms : SRDMA_DEFAULT_HANDSHAKE_MS;
+	l->peer_timeout_ms = srdma_peer_timeout(o->peer_timeout_ms);
 	srdma_qp_shape_from_opts(&l->shape, &o->rdma);
 
+	if (o->crl_file && !o->client_ca) {
+		srdma_set_err(err, -EINVAL, "options",
+			      "a CRL checks client certificates: it needs a client CA too");
+		rc = -EINVAL;
+		goto fail;
+	}
 	rc = srdma_tls_server_ctx(&l->ctx, o->cert_file, o->key_file, o->client_ca,
 				  !o->no_resumption, err);
+	if (!rc && o->crl_file)
+		rc = srdma_tls_load_crl(l->ctx, o->crl_file, err);
 	if (rc)
 		goto fail;
 	rc = srdma_dev_open(&l->dev, &o->rdma, err);
@@ -171,13 +181,13 @@ int srdma_accept_fd(struct srdma_listener *l, int *fd, struct srdma_err *err)
 		return -e;
 	}
 	setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	srdma_sock_liveness(s, l->peer_timeout_ms);
 	*fd = s;
 	return 0;
 }
 
-/* A connection object around an accepted socket, TLS done. */
-static int start_tls(struct srdma_listener *l, int fd, int64_t deadline,
-		     struct srdma_conn **out, struct srdma_err *err)
+int srdma_server_start_tls(struct srdma_listener *l, int fd, int64_t deadline,
+			   struct srdma_conn **out, struct srdma_err *err)
 {
 	struct srdma_conn *c = calloc(1, sizeof(*c));
 	int rc;
@@ -191,6 +201,7 @@ static int start_tls(struct srdma_listener *l, int fd, int64_t deadline,
 	c->server = true;
 	c->dev = &l->dev;
 	c->shape = l->shape;
+	c->peer_timeout_ms = l->peer_timeout_ms;
 	c->ssl = SSL_new(l->ctx);
 	if (!c->ssl || SSL_set_fd(c->ssl, fd) != 1) {
 		srdma_set_err(err, -ENOMEM, "tls setup", "SSL_new failed");
@@ -215,14 +226,14 @@ int srdma_server_handshake(struct srdma_listener *l, int fd,
 {
 	int64_t deadline = srdma_now_ms() + l->handshake_ms;
 	struct srdma_conn *c;
-	int rc = start_tls(l, fd, deadline, &c, err);
+	int rc = srdma_server_start_tls(l, fd, deadline, &c, err);
 
 	if (rc)
 		return rc;
 	rc = srdma_conn_setup(c, deadline, err);
 	if (rc) {
 		if (rc == -ETIMEDOUT) {
-			srdma_ctrl_send_error(c, SRDMA_ERR_TIMEOUT, NULL,
+			srdma_ctrl_send_error(c, SRDMA_ERROR_TIMEOUT, NULL,
 					      srdma_now_ms() + 500);
 			srdma_conn_free(c);
 		} else {
@@ -241,7 +252,7 @@ void srdma_server_reject(struct srdma_listener *l, int fd, uint16_t code,
 	int64_t deadline = srdma_now_ms() + l->handshake_ms;
 	struct srdma_conn *c;
 
-	if (start_tls(l, fd, deadline, &c, NULL))
+	if (srdma_server_start_tls(l, fd, deadline, &c, NULL))
 		return;
 	srdma_ctrl_send_error(c, code, text, deadline);
 	srdma_conn_linger_free(c, 1000);

@@ -15,6 +15,12 @@
 
 /* --- errors and time (util.c) --- */
 
+/* Resolve an options value: 0 the default, < 0 never (0 out). */
+int srdma_peer_timeout(int opt_ms);
+/* TCP keepalive and TCP_USER_TIMEOUT on fd, so the kernel ends a connection
+ * to a dead host within timeout_ms (nothing when timeout_ms is 0). */
+void srdma_sock_liveness(int fd, int timeout_ms);
+
 __attribute__((format(printf, 4, 5)))
 void srdma_set_err(struct srdma_err *e, int code, const char *step,
 		   const char *fmt, ...);
@@ -67,6 +73,14 @@ int srdma_tls_server_ctx(SSL_CTX **out, const char *cert, const char *key,
 			 const char *client_ca, bool tickets, struct srdma_err *err);
 int srdma_tls_client_ctx(SSL_CTX **out, const char *ca, const char *cert,
 			 const char *key, struct srdma_err *err);
+/* Check the peer's chain against the CRLs in file (PEM); every CA in the
+ * chain needs its CRL there. */
+int srdma_tls_load_crl(SSL_CTX *ctx, const char *file, struct srdma_err *err);
+/* Session tickets (server, tickets on): TLS 1.3 only, sealed with a key
+ * replaced every period; the one before still opens tickets for a period. */
+#define SRDMA_TICKET_PERIOD_S 3600
+/* Replace the ticket key now (what the period does; tests call it). */
+int srdma_tls_rotate_ticket_key(SSL_CTX *ctx);
 /* A client SSL on fd that verifies the peer against name (DNS name or IP). */
 int srdma_tls_client_ssl(SSL_CTX *ctx, int fd, const char *name, SSL **out,
 			 struct srdma_err *err);
@@ -129,6 +143,7 @@ struct srdma_conn {
 	struct ibv_qp *qp;
 	struct srdma_buf send_buf, recv_buf, window;
 	struct ibv_mr *send_mr, *recv_mr, *window_mr;
+	uint64_t window_iova;	/* the window's first byte as the peer names it */
 
 	struct srdma_params local, remote;
 	struct srdma_conn_info info;
@@ -136,6 +151,19 @@ struct srdma_conn {
 	/* Partial control message read by srdma_conn_poll_ctrl(). */
 	uint8_t ctrl_buf[SRDMA_WIRE_MAX_MSG];
 	size_t ctrl_have;
+
+	/* Liveness (srdma_conn_poll_ctrl): when the peer last sent a control
+	 * message, when our unanswered PING left (0: none out), and after how
+	 * long without a word the peer counts as dead (0: never). */
+	int peer_timeout_ms;
+	bool peer_pings;		/* its HELLO offered SRDMA_CAP_PING */
+	bool peer_window;		/* its HELLO offered SRDMA_CAP_WRITE_WINDOW */
+	bool established;		/* setup done: liveness runs */
+	int64_t last_heard_ms;
+	int64_t ping_sent_ms;
+	/* Once the channel has ended, every later poll reports the same. */
+	int end_rc;			/* 0: not ended */
+	struct srdma_err end_err;
 };
 
 /* PD, channel, CQs, QP (RESET -> INIT), buffers; receives posted. */
@@ -153,8 +181,8 @@ void srdma_verbs_destroy(struct srdma_conn *c);
 int srdma_binding_exchange(struct srdma_conn *c, int64_t deadline,
 			   struct srdma_err *err);
 /* Tests only (never set by the library): 1 sends a wrong MAC, 2 sends
- * plain data instead of the binding message. Hidden from the shared
- * library's exports. */
+ * plain data instead of the binding message, 3 closes the connection in
+ * its place. Hidden from the shared library's exports. */
 extern int srdma_binding_fault;
 
 /* --- handshake and control channel (conn.c) --- */
@@ -166,6 +194,10 @@ int srdma_ctrl_send_error(struct srdma_conn *c, uint16_t code,
 /* Receive one message; an invalid one is answered with ERROR(bad message). */
 int srdma_ctrl_recv(struct srdma_conn *c, struct srdma_msg *m,
 		    int64_t deadline, struct srdma_err *err);
+/* A server connection object around an accepted socket, TLS done (fd is
+ * taken, and closed on failure). */
+int srdma_server_start_tls(struct srdma_listener *l, int fd, int64_t deadline,
+			   struct srdma_conn **out, struct srdma_err *err);
 /* The parameter exchange after TLS, either side. */
 int srdma_conn_setup(struct srdma_conn *c, int64_t deadline,
 		     struct srdma_err *err);

@@ -6,12 +6,16 @@
  */
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <arpa/inet.h>
+#include <openssl/core_names.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <openssl/x509v3.h>
 
 #include "srdma_internal.h"
@@ -81,6 +85,189 @@ static int load_cert_key(SSL_CTX *ctx, const char *cert, const char *key,
 	return 0;
 }
 
+/*
+ * Session ticket keys. OpenSSL's own key lives as long as the context, and
+ * it seals TLS 1.2 tickets too, whose resumption runs no new key exchange:
+ * whoever later reads that key from memory decrypts every recorded TLS 1.2
+ * session that was resumed with it, PSNs and rkeys included. So tickets are
+ * sealed here instead: for TLS 1.3 only (its resumption still runs ECDHE),
+ * under a key that is replaced every SRDMA_TICKET_PERIOD_S. The key before
+ * it still opens tickets for one more period (each ticket lives one period,
+ * so none outlives the key that opens it); after that it is wiped. A stolen
+ * key is good for at most two periods of tickets, and never for traffic.
+ */
+struct ticket_key {
+	unsigned char name[16];
+	unsigned char aes[32];
+	unsigned char hmac[32];
+	int64_t born_ms;
+	bool set;
+};
+
+struct ticket_keys {
+	pthread_mutex_t lock;
+	struct ticket_key cur, prev;
+};
+
+static int ticket_keys_idx = -1;
+static pthread_once_t ticket_keys_once = PTHREAD_ONCE_INIT;
+
+static void ticket_key_wipe(struct ticket_key *k)
+{
+	OPENSSL_cleanse(k, sizeof(*k));
+}
+
+/* ex_data destructor: the keys die with the context that uses them. */
+static void ticket_keys_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
+			     long argl, void *argp)
+{
+	struct ticket_keys *tk = ptr;
+
+	(void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
+	if (!tk)
+		return;
+	ticket_key_wipe(&tk->cur);
+	ticket_key_wipe(&tk->prev);
+	pthread_mutex_destroy(&tk->lock);
+	free(tk);
+}
+
+static void ticket_keys_index(void)
+{
+	ticket_keys_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, ticket_keys_free);
+}
+
+/* The current key becomes the previous one; a fresh one is drawn. */
+static int ticket_keys_rotate(struct ticket_keys *tk)
+{
+	struct ticket_key k = { .born_ms = srdma_now_ms(), .set = true };
+
+	if (RAND_bytes(k.name, sizeof(k.name)) != 1 ||
+	    RAND_priv_bytes(k.aes, sizeof(k.aes)) != 1 ||
+	    RAND_priv_bytes(k.hmac, sizeof(k.hmac)) != 1) {
+		ticket_key_wipe(&k);
+		return -EIO;
+	}
+	ticket_key_wipe(&tk->prev);
+	tk->prev = tk->cur;
+	tk->cur = k;
+	ticket_key_wipe(&k);
+	return 0;
+}
+
+static struct ticket_keys *ticket_keys_of(SSL_CTX *ctx)
+{
+	return ticket_keys_idx < 0 ? NULL : SSL_CTX_get_ex_data(ctx, ticket_keys_idx);
+}
+
+static int ticket_cipher_init(const struct ticket_key *k, unsigned char *iv,
+			      EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, int enc)
+{
+	OSSL_PARAM params[] = {
+		OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, (void *)k->hmac,
+						  sizeof(k->hmac)),
+		OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, "SHA256", 0),
+		OSSL_PARAM_construct_end(),
+	};
+
+	if (EVP_CipherInit_ex(cctx, EVP_aes_256_cbc(), NULL, k->aes, iv, enc) != 1 ||
+	    EVP_MAC_CTX_set_params(hctx, params) != 1)
+		return -1;
+	return 0;
+}
+
+/* OpenSSL's ticket key callback: 1 sealed, 2 opened (and a new ticket is
+ * issued, as OpenSSL does for TLS 1.3 with its own key: a ticket is not
+ * offered twice), 0 no ticket (issue none, or a full handshake). */
+static int ticket_key_cb(SSL *ssl, unsigned char key_name[16], unsigned char *iv,
+			 EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, int enc)
+{
+	struct ticket_keys *tk = ticket_keys_of(SSL_get_SSL_CTX(ssl));
+	const struct ticket_key *k = NULL;
+	int ret = 0;
+
+	/* No TLS 1.2 tickets: none issued, none accepted. */
+	if (!tk || SSL_version(ssl) != TLS1_3_VERSION)
+		return 0;
+	pthread_mutex_lock(&tk->lock);
+	if (srdma_now_ms() - tk->cur.born_ms >= (int64_t)SRDMA_TICKET_PERIOD_S * 1000 &&
+	    ticket_keys_rotate(tk)) {
+		pthread_mutex_unlock(&tk->lock);
+		return -1;
+	}
+	if (enc) {
+		k = &tk->cur;
+		memcpy(key_name, k->name, sizeof(k->name));
+		if (RAND_bytes(iv, EVP_CIPHER_get_iv_length(EVP_aes_256_cbc())) != 1)
+			k = NULL;
+		ret = 1;
+	} else if (tk->cur.set && memcmp(key_name, tk->cur.name, 16) == 0) {
+		k = &tk->cur;
+		ret = 2;
+	} else if (tk->prev.set && memcmp(key_name, tk->prev.name, 16) == 0) {
+		k = &tk->prev;
+		ret = 2;
+	}
+	if (k && ticket_cipher_init(k, iv, cctx, hctx, enc))
+		ret = -1;
+	else if (!k)
+		ret = enc ? -1 : 0;
+	pthread_mutex_unlock(&tk->lock);
+	return ret;
+}
+
+static int ticket_keys_attach(SSL_CTX *ctx, struct srdma_err *err)
+{
+	struct ticket_keys *tk;
+
+	pthread_once(&ticket_keys_once, ticket_keys_index);
+	if (ticket_keys_idx < 0)
+		return ctx_err(ctx, err, "tls setup", "ticket key storage");
+	tk = calloc(1, sizeof(*tk));
+	if (!tk)
+		return ctx_err(ctx, err, "tls setup", "out of memory");
+	pthread_mutex_init(&tk->lock, NULL);
+	if (ticket_keys_rotate(tk) || SSL_CTX_set_ex_data(ctx, ticket_keys_idx, tk) != 1) {
+		ticket_keys_free(NULL, tk, NULL, 0, 0, NULL);
+		return ctx_err(ctx, err, "tls setup", "ticket key");
+	}
+	/* A ticket lives one period, so the key that opens it is still held. */
+	SSL_CTX_set_timeout(ctx, SRDMA_TICKET_PERIOD_S);
+	if (SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_key_cb) != 1)
+		return ctx_err(ctx, err, "tls setup", "ticket key callback");
+	return 0;
+}
+
+int srdma_tls_rotate_ticket_key(SSL_CTX *ctx)
+{
+	struct ticket_keys *tk = ticket_keys_of(ctx);
+	int rc;
+
+	if (!tk)
+		return -ENOENT;
+	pthread_mutex_lock(&tk->lock);
+	rc = ticket_keys_rotate(tk);
+	pthread_mutex_unlock(&tk->lock);
+	return rc;
+}
+
+int srdma_tls_load_crl(SSL_CTX *ctx, const char *file, struct srdma_err *err)
+{
+	X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+	X509_LOOKUP *lu = store ? X509_STORE_add_lookup(store, X509_LOOKUP_file()) : NULL;
+	char why[160];
+
+	if (!lu || X509_load_crl_file(lu, file, X509_FILETYPE_PEM) <= 0) {
+		srdma_tls_reason(NULL, why, sizeof(why));
+		srdma_set_err(err, -EINVAL, "load CRL", "%s: %s", file, why);
+		return -EINVAL;
+	}
+	/* Every certificate of the peer's chain is checked against a CRL of
+	 * its issuer; a chain whose CA has no CRL in the file is refused. */
+	X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
+	return 0;
+}
+
 int srdma_tls_server_ctx(SSL_CTX **out, const char *cert, const char *key,
 			 const char *client_ca, bool tickets, struct srdma_err *err)
 {
@@ -121,6 +308,9 @@ int srdma_tls_server_ctx(SSL_CTX **out, const char *cert, const char *key,
 	if (SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"srdma", 5) != 1)
 		return ctx_err(ctx, err, "tls setup", "session id context");
 	if (tickets) {
+		rc = ticket_keys_attach(ctx, err);
+		if (rc)
+			return rc;
 		SSL_CTX_set_num_tickets(ctx, 1);
 	} else {
 		SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
@@ -238,7 +428,10 @@ int srdma_tls_client_ssl(SSL_CTX *ctx, int fd, const char *name, SSL **out,
 		if (SSL_set1_host(ssl, name) != 1 ||
 		    SSL_set_tlsext_host_name(ssl, name) != 1)
 			goto fail;
-		SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+		/* The name must be in a DNS subjectAltName: a certificate
+		 * that has none is not matched by its subject's CN. */
+		SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS |
+				  X509_CHECK_FLAG_NEVER_CHECK_SUBJECT);
 	}
 	*out = ssl;
 	return 0;
@@ -266,6 +459,16 @@ static int wait_io(SSL *ssl, int ssl_err, int64_t deadline)
 	if (n == 0)
 		return -ETIMEDOUT;
 	return 0;
+}
+
+/* The peer closed the TCP connection (with or without close_notify). */
+static bool peer_closed(int e)
+{
+	unsigned long q = ERR_peek_error();
+
+	return e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && q == 0) ||
+	       (e == SSL_ERROR_SSL && ERR_GET_LIB(q) == ERR_LIB_SSL &&
+		ERR_GET_REASON(q) == SSL_R_UNEXPECTED_EOF_WHILE_READING);
 }
 
 int srdma_tls_handshake(SSL *ssl, bool server, int64_t deadline,
@@ -298,10 +501,10 @@ int srdma_tls_handshake(SSL *ssl, bool server, int64_t deadline,
 			}
 			continue;
 		}
-		if (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0) {
+		if (peer_closed(e)) {
+			ERR_clear_error();
 			srdma_set_err(err, -ECONNRESET, "tls handshake",
-				      "connection closed by the peer%s",
-				      errno ? "" : " (EOF)");
+				      "connection closed by the peer");
 			return -ECONNRESET;
 		}
 		srdma_tls_reason(ssl, why, sizeof(why));
@@ -314,8 +517,7 @@ static int io_fail(SSL *ssl, int e, const char *step, struct srdma_err *err)
 {
 	char why[200];
 
-	if (e == SSL_ERROR_ZERO_RETURN ||
-	    (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0)) {
+	if (peer_closed(e)) {
 		ERR_clear_error();
 		srdma_set_err(err, -ECONNRESET, step, "connection closed by the peer");
 		return -ECONNRESET;
@@ -351,7 +553,9 @@ static int tls_io(SSL *ssl, void *buf, size_t n, bool writing, int64_t deadline,
 		rc = wait_io(ssl, e, deadline);
 		if (rc) {
 			srdma_set_err(err, rc, step, "%s",
-				      rc == -ETIMEDOUT ? "timed out" : strerror(-rc));
+				      rc != -ETIMEDOUT ? strerror(-rc) :
+				      writing ? "the peer took nothing before the deadline" :
+				      "no answer from the peer before the deadline");
 			return rc;
 		}
 	}

@@ -6,6 +6,9 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 
 #include "srdma_internal.h"
 
@@ -134,4 +137,31 @@ int srdma_check_rdma_opts(const struct srdma_rdma_opts *o, struct srdma_err *err
 		return -EINVAL;
 	}
 	return 0;
+}
+
+int srdma_peer_timeout(int opt_ms)
+{
+	if (opt_ms < 0)
+		return 0;
+	return opt_ms ? opt_ms : SRDMA_DEFAULT_PEER_TIMEOUT_MS;
+}
+
+void srdma_sock_liveness(int fd, int timeout_ms)
+{
+	/* Keepalive probes after a third of the time idle, three of them a
+	 * ninth apart; unacknowledged data (a PING to a dead host) ends the
+	 * connection at the full time. Best effort: a failure here leaves
+	 * the library's own probe. */
+	int one = 1, cnt = 3;
+	int idle = timeout_ms / 3000 > 0 ? timeout_ms / 3000 : 1;
+	int intvl = timeout_ms / 9000 > 0 ? timeout_ms / 9000 : 1;
+	unsigned int user = (unsigned int)timeout_ms;
+
+	if (timeout_ms <= 0)
+		return;
+	setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+	setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user, sizeof(user));
 }

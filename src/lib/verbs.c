@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <unistd.h>
 #include <sys/mman.h>
 
@@ -104,6 +105,15 @@ int srdma_dev_open(struct srdma_dev *d, const struct srdma_rdma_opts *o,
 	}
 	d->roce = d->port_attr.link_layer == IBV_LINK_LAYER_ETHERNET;
 	if (o->gid_index >= 0) {
+		/* The address vector's sgid_index is 8 bits: a larger index
+		 * would be cut to another GID, not refused. */
+		if (o->gid_index > UINT8_MAX) {
+			srdma_set_err(err, -EINVAL, "query GID",
+				      "GID index %d out of range (an address vector holds 0..255)",
+				      o->gid_index);
+			rc = -EINVAL;
+			goto fail;
+		}
 		if (o->gid_index >= d->port_attr.gid_tbl_len) {
 			srdma_set_err(err, -EINVAL, "query GID",
 				      "GID index %d out of range (table has %d)",
@@ -141,8 +151,14 @@ void srdma_dev_close(struct srdma_dev *d)
 	}
 }
 
+/*
+ * Register len bytes. Memory the peer may address (IBV_ACCESS_REMOTE_WRITE)
+ * is registered zero-based (iova 0) where the device allows it, so the
+ * address the peer is told is an offset, not where our heap lies.
+ */
 static int reg_buf(struct srdma_conn *c, struct srdma_buf *b, struct ibv_mr **mr,
-		   size_t len, int access, const char *step, struct srdma_err *err)
+		   uint64_t *iova, size_t len, int access, const char *step,
+		   struct srdma_err *err)
 {
 	/* Pages of their own, zeroed, given back to the system at teardown:
 	 * from malloc, a server's arenas would keep the peak of its clients'
@@ -155,7 +171,14 @@ static int reg_buf(struct srdma_conn *c, struct srdma_buf *b, struct ibv_mr **mr
 		srdma_set_err(err, -rc, step, "allocate %zu bytes: %s", len, strerror(rc));
 		return -rc;
 	}
-	*mr = ibv_reg_mr(c->pd, p, len, access);
+	*mr = NULL;
+	*iova = 0;
+	if (access & IBV_ACCESS_REMOTE_WRITE)
+		*mr = ibv_reg_mr_iova2(c->pd, p, len, 0, (unsigned int)access);
+	if (!*mr) {	/* local memory, or a device without zero-based MRs */
+		*mr = ibv_reg_mr(c->pd, p, len, access);
+		*iova = (uintptr_t)p;
+	}
 	if (!*mr) {
 		rc = verr(err, -1, step);
 		munmap(p, len);
@@ -217,13 +240,19 @@ int srdma_verbs_create(struct srdma_conn *c, bool with_window,
 {
 	size_t slots_len = (size_t)SRDMA_SLOTS * c->shape.buf_size;
 	struct ibv_qp_init_attr qa;
-	int rc;
+	uint64_t iova;
+	int rc, fl;
 
 	c->pd = ibv_alloc_pd(c->dev->ctx);
 	if (!c->pd)
 		return verr(err, -1, "allocate PD");
 	c->channel = ibv_create_comp_channel(c->dev->ctx);
 	if (!c->channel)
+		return verr(err, -1, "create completion channel");
+	/* Non-blocking: ibv_get_cq_event() takes an event only when one is
+	 * there, so an event loop never sleeps inside the library. */
+	fl = fcntl(c->channel->fd, F_GETFL);
+	if (fl < 0 || fcntl(c->channel->fd, F_SETFL, fl | O_NONBLOCK) < 0)
 		return verr(err, -1, "create completion channel");
 	c->send_cq = ibv_create_cq(c->dev->ctx, (int)(c->shape.send_depth + SRDMA_SLOTS), NULL,
 				   c->channel, 0);
@@ -233,13 +262,13 @@ int srdma_verbs_create(struct srdma_conn *c, bool with_window,
 	if (!c->recv_cq)
 		return verr(err, -1, "create receive CQ");
 
-	rc = reg_buf(c, &c->send_buf, &c->send_mr, slots_len, 0,
+	rc = reg_buf(c, &c->send_buf, &c->send_mr, &iova, slots_len, 0,
 		     "register send buffer", err);
 	if (!rc)
-		rc = reg_buf(c, &c->recv_buf, &c->recv_mr, slots_len,
+		rc = reg_buf(c, &c->recv_buf, &c->recv_mr, &iova, slots_len,
 			     IBV_ACCESS_LOCAL_WRITE, "register receive buffer", err);
 	if (!rc && with_window)
-		rc = reg_buf(c, &c->window, &c->window_mr, c->shape.buf_size,
+		rc = reg_buf(c, &c->window, &c->window_mr, &c->window_iova, c->shape.buf_size,
 			     IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE,
 			     "register write window", err);
 	if (rc)
@@ -304,7 +333,7 @@ int srdma_verbs_local_params(struct srdma_conn *c, struct srdma_err *err)
 	memcpy(p->gid, c->dev->gid.raw, sizeof(p->gid));
 	p->mtu = (uint8_t)c->dev->port_attr.active_mtu;
 	if (c->window.len) {
-		p->addr = (uintptr_t)c->window.addr;
+		p->addr = c->window_iova;	/* 0 when registered zero-based */
 		p->rkey = c->window.rkey;
 		p->len = (uint32_t)c->window.len;
 	}
@@ -425,6 +454,47 @@ static int poll_once(struct srdma_conn *c, struct ibv_wc *wc)
 	if (n == 0)
 		n = ibv_poll_cq(c->send_cq, 1, wc);
 	return n < 0 ? -EIO : n;
+}
+
+/* Take the completion events that have arrived (the fd is non-blocking). */
+static int take_events(struct srdma_conn *c)
+{
+	struct ibv_cq *cq;
+	void *ctx;
+
+	while (ibv_get_cq_event(c->channel, &cq, &ctx) == 0)
+		ibv_ack_cq_events(cq, 1);
+	return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -EIO;
+}
+
+static int poll_both(struct srdma_conn *c, struct ibv_wc *wc, int max)
+{
+	int n = ibv_poll_cq(c->recv_cq, max, wc), m;
+
+	if (n < 0)
+		return -EIO;
+	if (n == max)
+		return n;
+	m = ibv_poll_cq(c->send_cq, max - n, wc + n);
+	return m < 0 ? -EIO : n + m;
+}
+
+int srdma_conn_poll_wc(struct srdma_conn *c, struct ibv_wc *wc, int max)
+{
+	int n, m;
+
+	if (max <= 0)
+		return -EINVAL;
+	if (take_events(c))
+		return -EIO;
+	n = poll_both(c, wc, max);
+	if (n < 0 || n == max)
+		return n;	/* full: the caller comes back, unarmed */
+	/* Drained: arm, then look once more, for what came before the arming. */
+	if (ibv_req_notify_cq(c->send_cq, 0) || ibv_req_notify_cq(c->recv_cq, 0))
+		return -EIO;
+	m = poll_both(c, wc + n, max - n);
+	return m < 0 ? m : n + m;
 }
 
 int srdma_conn_next_wc(struct srdma_conn *c, int timeout_ms, struct ibv_wc *wc)

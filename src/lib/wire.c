@@ -16,7 +16,7 @@
 /* Exact body sizes; ERROR is a u16 code followed by 0..MAX_TEXT text bytes. */
 #define HELLO_BODY_LEN		6	/* u16 version, u32 caps */
 #define PARAMS_BODY_LEN		43	/* 4 + 4 + 2 + 16 + 1 + 8 + 4 + 4 */
-#define EMPTY_BODY_LEN		0	/* READY, BYE */
+#define EMPTY_BODY_LEN		0	/* READY, BYE, PING, PONG */
 #define ERROR_CODE_LEN		2
 
 #define QPN_MIN			2u	/* QPN 0 (SMI) and 1 (GSI) are reserved */
@@ -167,7 +167,7 @@ int srdma_wbuf_put_bytes(struct srdma_wbuf *w, const void *p, size_t n)
 
 static bool msg_type_known(uint16_t type)
 {
-	return type >= SRDMA_MSG_HELLO && type <= SRDMA_MSG_BYE;
+	return type >= SRDMA_MSG_HELLO && type <= SRDMA_MSG_PONG;
 }
 
 /*
@@ -232,6 +232,8 @@ static int msg_body_len(const struct srdma_msg *m, size_t *len)
 		return 0;
 	case SRDMA_MSG_READY:
 	case SRDMA_MSG_BYE:
+	case SRDMA_MSG_PING:
+	case SRDMA_MSG_PONG:
 		*len = EMPTY_BODY_LEN;
 		return 0;
 	case SRDMA_MSG_ERROR:
@@ -296,7 +298,7 @@ static int put_body(struct srdma_wbuf *w, const struct srdma_msg *m, size_t body
 		return put_params(w, &m->u.params);
 	case SRDMA_MSG_ERROR:
 		return put_error(w, &m->u.error, body_len - ERROR_CODE_LEN);
-	default:	/* READY, BYE: empty */
+	default:	/* READY, BYE, PING, PONG: empty */
 		return 0;
 	}
 }
@@ -366,6 +368,8 @@ static int body_len_ok(uint16_t type, size_t len)
 		return len == PARAMS_BODY_LEN ? 0 : -EBADMSG;
 	case SRDMA_MSG_READY:
 	case SRDMA_MSG_BYE:
+	case SRDMA_MSG_PING:
+	case SRDMA_MSG_PONG:
 		return len == EMPTY_BODY_LEN ? 0 : -EBADMSG;
 	case SRDMA_MSG_ERROR:
 		if (len < ERROR_CODE_LEN || len - ERROR_CODE_LEN > SRDMA_WIRE_MAX_TEXT)
@@ -451,7 +455,7 @@ int srdma_wire_decode_body(uint16_t type, const void *body, size_t len, struct s
 	case SRDMA_MSG_ERROR:
 		rc = get_error(&c, &tmp.u.error);
 		break;
-	default:	/* READY, BYE: empty, already length-checked */
+	default:	/* READY, BYE, PING, PONG: empty, already length-checked */
 		break;
 	}
 	if (rc)
@@ -464,6 +468,22 @@ int srdma_wire_decode_body(uint16_t type, const void *body, size_t len, struct s
 }
 
 /* ---- names for logs ---- */
+
+const char *srdma_wire_error_text(int rc)
+{
+	switch (rc) {
+	case -EPROTO:
+		return "unknown message type";
+	case -EMSGSIZE:
+		return "longer than any message";
+	case -EBADMSG:
+		return "wrong length, or text that is not printable ASCII";
+	case -ERANGE:
+		return "a field out of range";
+	default:
+		return strerror(-rc);
+	}
+}
 
 const char *srdma_msg_type_name(uint16_t type)
 {
@@ -478,6 +498,10 @@ const char *srdma_msg_type_name(uint16_t type)
 		return "ERROR";
 	case SRDMA_MSG_BYE:
 		return "BYE";
+	case SRDMA_MSG_PING:
+		return "PING";
+	case SRDMA_MSG_PONG:
+		return "PONG";
 	default:
 		return "UNKNOWN";
 	}
@@ -486,26 +510,30 @@ const char *srdma_msg_type_name(uint16_t type)
 const char *srdma_err_code_name(uint16_t code)
 {
 	switch (code) {
-	case SRDMA_ERR_SERVER_FULL:
+	case SRDMA_ERROR_SERVER_FULL:
 		return "server full";
-	case SRDMA_ERR_VERSION:
+	case SRDMA_ERROR_VERSION:
 		return "version mismatch";
-	case SRDMA_ERR_BAD_MESSAGE:
+	case SRDMA_ERROR_BAD_MESSAGE:
 		return "bad message";
-	case SRDMA_ERR_TIMEOUT:
+	case SRDMA_ERROR_TIMEOUT:
 		return "handshake timeout";
-	case SRDMA_ERR_RDMA_SETUP:
+	case SRDMA_ERROR_RDMA_SETUP:
 		return "RDMA setup failed";
-	case SRDMA_ERR_INTERNAL:
+	case SRDMA_ERROR_INTERNAL:
 		return "internal error";
-	case SRDMA_ERR_UNEXPECTED:
+	case SRDMA_ERROR_UNEXPECTED:
 		return "unexpected message";
-	case SRDMA_ERR_SHUTDOWN:
+	case SRDMA_ERROR_SHUTDOWN:
 		return "shutting down";
-	case SRDMA_ERR_BINDING:
+	case SRDMA_ERROR_BINDING:
 		return "peer binding failed";
-	case SRDMA_ERR_PSN_MODE:
+	case SRDMA_ERROR_PSN_MODE:
 		return "PSN mode mismatch";
+	case SRDMA_ERROR_QP:
+		return "RDMA connection failed";
+	case SRDMA_ERROR_NOT_RESPONDING:
+		return "not responding";
 	default:
 		return "unknown error";
 	}

@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "srdma.h"
+
 #define SRDMA_WIRE_VERSION	2
 #define SRDMA_WIRE_HDR_LEN	6		/* u16 type, u32 body length */
 #define SRDMA_WIRE_MAX_BODY	512		/* larger is rejected: -EMSGSIZE */
@@ -29,24 +31,18 @@ enum srdma_msg_type {
 	SRDMA_MSG_READY = 3,
 	SRDMA_MSG_ERROR = 4,
 	SRDMA_MSG_BYE = 5,
+	SRDMA_MSG_PING = 6,	/* liveness probe; only to a peer with SRDMA_CAP_PING */
+	SRDMA_MSG_PONG = 7,	/* the answer to PING */
 };
 
-enum srdma_err_code {
-	SRDMA_ERR_SERVER_FULL = 1,
-	SRDMA_ERR_VERSION = 2,
-	SRDMA_ERR_BAD_MESSAGE = 3,
-	SRDMA_ERR_TIMEOUT = 4,
-	SRDMA_ERR_RDMA_SETUP = 5,
-	SRDMA_ERR_INTERNAL = 6,
-	SRDMA_ERR_UNEXPECTED = 7,
-	SRDMA_ERR_SHUTDOWN = 8,
-	SRDMA_ERR_BINDING = 9,
-	SRDMA_ERR_PSN_MODE = 10,
-};
+/* ERROR codes: enum srdma_error_code in srdma.h (public: a peer's
+ * err->peer_code, srdma_conn_close()'s code). */
 
 /* HELLO caps: the peer offers an RDMA WRITE target window. */
 #define SRDMA_CAP_WRITE_WINDOW	0x1u
 #define SRDMA_CAP_PSN_EXPORTER	0x2u
+/* HELLO caps: the sender answers PING with PONG after setup. */
+#define SRDMA_CAP_PING		0x4u
 
 struct srdma_hello {
 	uint16_t version;
@@ -137,14 +133,18 @@ int srdma_wire_decode_header(const uint8_t hdr[SRDMA_WIRE_HDR_LEN], uint16_t *ty
  */
 int srdma_wire_decode_body(uint16_t type, const void *body, size_t len, struct srdma_msg *m);
 
-/* "HELLO", "PARAMS", "READY", "ERROR", "BYE", or "UNKNOWN". */
+/* What a decoder error (-EPROTO, -EMSGSIZE, -EBADMSG, -ERANGE) means, in
+ * words for a log: "a field out of range", ... */
+const char *srdma_wire_error_text(int rc);
+
+/* "HELLO", "PARAMS", "READY", "ERROR", "BYE", "PING", "PONG", or "UNKNOWN". */
 const char *srdma_msg_type_name(uint16_t type);
 
 /*
  * "server full", "version mismatch", "bad message", "handshake timeout",
  * "RDMA setup failed", "internal error", "unexpected message",
- * "shutting down", "peer binding failed", "PSN mode mismatch"; otherwise
- * "unknown error".
+ * "shutting down", "peer binding failed", "PSN mode mismatch",
+ * "RDMA connection failed", "not responding"; otherwise "unknown error".
  */
 const char *srdma_err_code_name(uint16_t code);
 

@@ -28,19 +28,30 @@ static void *accept_thread(void *p)
 	return NULL;
 }
 
+void pair_server_opts(struct srdma_server_opts *so, enum srdma_psn_mode mode)
+{
+	srdma_server_opts_init(so);
+	so->port = pair_port();
+	so->cert_file = SRDMA_TEST_CERTS "/server.pem";
+	so->key_file = SRDMA_TEST_CERTS "/server.key";
+	so->rdma.psn_mode = mode;
+}
+
 struct srdma_listener *pair_listen(enum srdma_psn_mode mode)
 {
 	struct srdma_server_opts so;
+
+	pair_server_opts(&so, mode);
+	return pair_listen_opts(&so);
+}
+
+struct srdma_listener *pair_listen_opts(const struct srdma_server_opts *so)
+{
 	struct srdma_listener *l;
 	struct srdma_err err;
 	int rc;
 
-	srdma_server_opts_init(&so);
-	so.port = pair_port();
-	so.cert_file = SRDMA_TEST_CERTS "/server.pem";
-	so.key_file = SRDMA_TEST_CERTS "/server.key";
-	so.rdma.psn_mode = mode;
-	rc = srdma_listen(&so, &l, &err);
+	rc = srdma_listen(so, &l, &err);
 	if (rc)
 		fprintf(stderr, "listen: %s: %s\n", err.step, err.msg);
 	assert_int_equal(rc, 0);

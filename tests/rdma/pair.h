@@ -10,6 +10,9 @@
 
 /* A listener on a per-process port (server certificate, PSN mode). */
 struct srdma_listener *pair_listen(enum srdma_psn_mode mode);
+/* The options pair_listen() uses, to change before pair_listen_opts(). */
+void pair_server_opts(struct srdma_server_opts *so, enum srdma_psn_mode mode);
+struct srdma_listener *pair_listen_opts(const struct srdma_server_opts *so);
 /* One connection to l: *sc the server's end, *cc the client's. */
 void pair_connect(struct srdma_listener *l, enum srdma_psn_mode mode,
 		  struct srdma_conn **sc, struct srdma_conn **cc);

@@ -3,6 +3,7 @@
  * device's loopback (two QPs on one device). Needs an RDMA device.
  */
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdbool.h>
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -154,12 +156,174 @@ static void exporter_mode_psns_agree_and_are_in_effect(void **state)
 	srdma_listener_free(l);
 }
 
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Calls srdma_conn_poll_ctrl() on c as a program's loop would (on its
+ * timer), for up to ms; returns what ended it (0: nothing did). */
+static int serve_ctrl_for(struct srdma_conn *c, int ms, struct srdma_err *err)
+{
+	for (int waited = 0; waited < ms; waited += 10) {
+		int rc = srdma_conn_poll_ctrl(c, err);
+
+		if (rc)
+			return rc;
+		usleep(10000);
+	}
+	return 0;
+}
+
+/* Liveness lives in the library: a peer that answers nothing (here a client
+ * whose program never serves its control channel, as a hung process) is
+ * declared dead after peer_timeout_ms; one that answers (the control) is
+ * not, however long it idles. */
+static void silent_peer_is_declared_dead(void **state)
+{
+	struct srdma_server_opts so;
+	struct srdma_listener *l;
+	struct srdma_conn *s, *c;
+	struct srdma_err err;
+	int64_t t0;
+	int rc, polls = 0;
+
+	(void)state;
+	pair_server_opts(&so, SRDMA_PSN_EXCHANGE);
+	so.peer_timeout_ms = 600;
+	l = pair_listen_opts(&so);
+	pair_connect(l, SRDMA_PSN_EXCHANGE, &s, &c);
+
+	/* Control: both sides served, 2 s idle: nothing ends. */
+	for (int i = 0; i < 200; i++) {
+		assert_int_equal(srdma_conn_poll_ctrl(s, &err), 0);
+		assert_int_equal(srdma_conn_poll_ctrl(c, &err), 0);
+		assert_true(srdma_conn_ctrl_timeout_ms(s) >= 0);
+		assert_true(srdma_conn_ctrl_timeout_ms(s) <= 600);
+		usleep(10000);
+	}
+	/* The client's side goes quiet: the server gives up on it. */
+	t0 = now_ms();
+	for (;;) {
+		int wait = srdma_conn_ctrl_timeout_ms(s);
+
+		assert_true(wait >= 0 && wait <= 600);
+		usleep((useconds_t)wait * 1000);
+		polls++;
+		rc = srdma_conn_poll_ctrl(s, &err);
+		if (rc)
+			break;
+		assert_true(now_ms() - t0 < 5000);
+	}
+	print_message("declared dead after %lld ms (%d polls): %s\n",
+		      (long long)(now_ms() - t0), polls, err.msg);
+	assert_int_equal(rc, 1);
+	assert_int_equal(err.code, -ETIMEDOUT);
+	assert_true(now_ms() - t0 >= 400);
+	/* Ended is ended: a second poll says the same, timer off. */
+	memset(&err, 0, sizeof(err));
+	assert_int_equal(srdma_conn_poll_ctrl(s, &err), 1);
+	assert_int_equal(err.code, -ETIMEDOUT);
+	assert_int_equal(srdma_conn_ctrl_timeout_ms(s), -1);
+	srdma_conn_close(s, SRDMA_ERROR_NOT_RESPONDING, NULL);
+	/* The client hears why when it looks. */
+	rc = serve_ctrl_for(c, 2000, &err);
+	assert_int_equal(rc, 1);
+	assert_int_equal(err.code, -ECONNABORTED);
+	assert_int_equal(err.peer_code, SRDMA_ERROR_NOT_RESPONDING);
+	srdma_conn_close(c, 0, NULL);
+	srdma_listener_free(l);
+}
+
+static bool channel_readable(struct srdma_conn *c, int ms)
+{
+	struct pollfd p = { .fd = srdma_conn_channel(c)->fd, .events = POLLIN };
+
+	return poll(&p, 1, ms) == 1;
+}
+
+/* Send n 8-byte SENDs from c and wait until each is acknowledged (so each
+ * has landed in the peer's receive queue). */
+static void send_and_wait(struct srdma_conn *c, int n)
+{
+	const struct srdma_buf *b = srdma_conn_send_buf(c);
+	struct ibv_sge sge = { .addr = (uintptr_t)b->addr, .length = 8, .lkey = b->lkey };
+	struct ibv_send_wr wr = { .sg_list = &sge, .num_sge = 1, .opcode = IBV_WR_SEND,
+				  .send_flags = IBV_SEND_SIGNALED }, *bad;
+	struct ibv_wc wc;
+
+	for (int i = 0; i < n; i++)
+		assert_int_equal(ibv_post_send(srdma_conn_qp(c), &wr, &bad), 0);
+	for (int i = 0; i < n; i++) {
+		assert_int_equal(srdma_conn_next_wc(c, 5000, &wc), 1);
+		assert_int_equal(wc.status, IBV_WC_SUCCESS);
+	}
+}
+
+/* srdma_conn_poll_wc() takes at most max, and leaves the CQs unarmed while
+ * more may wait, so a loop comes back when it chooses (after the others'
+ * turns), not when the channel says; drained, it arms them again. */
+static void poll_wc_takes_bounded_batches(void **state)
+{
+	struct srdma_listener *l;
+	struct srdma_conn *s, *c;
+	struct ibv_wc wc[5];
+
+	(void)state;
+	l = pair_listen(SRDMA_PSN_EXCHANGE);
+	pair_connect(l, SRDMA_PSN_EXCHANGE, &s, &c);
+	send_and_wait(c, 12);
+	assert_true(channel_readable(s, 2000));
+	assert_int_equal(srdma_conn_poll_wc(s, wc, 5), 5);	/* 7 left */
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(wc[i].opcode, IBV_WC_RECV);
+	/* Unarmed: a new arrival raises no event. */
+	send_and_wait(c, 1);
+	assert_false(channel_readable(s, 300));
+	assert_int_equal(srdma_conn_poll_wc(s, wc, 5), 5);	/* 3 left */
+	assert_int_equal(srdma_conn_poll_wc(s, wc, 5), 3);	/* drained: armed */
+	/* Armed: the next arrival wakes the channel. */
+	send_and_wait(c, 1);
+	assert_true(channel_readable(s, 2000));
+	assert_int_equal(srdma_conn_poll_wc(s, wc, 5), 1);
+	assert_int_equal(srdma_conn_poll_wc(s, wc, 0), -EINVAL);
+	srdma_conn_close(c, 0, NULL);
+	srdma_conn_close(s, 0, NULL);
+	srdma_listener_free(l);
+}
+
+/* An address vector holds GID indexes 0..255: a larger one is refused,
+ * not cut to another GID. Control: index 0 opens. */
+static void gid_index_beyond_255_refused(void **state)
+{
+	struct srdma_server_opts so;
+	struct srdma_listener *l = NULL;
+	struct srdma_err err;
+
+	(void)state;
+	pair_server_opts(&so, SRDMA_PSN_EXCHANGE);
+	so.rdma.gid_index = 256;
+	assert_int_equal(srdma_listen(&so, &l, &err), -EINVAL);
+	assert_null(l);
+	print_message("gid 256: %s: %s\n", err.step, err.msg);
+	assert_non_null(strstr(err.msg, "0..255"));
+	so.rdma.gid_index = 0;
+	assert_int_equal(srdma_listen(&so, &l, &err), 0);
+	srdma_listener_free(l);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(psns_in_effect_and_fresh_per_connection),
 		cmocka_unit_test(send_crosses_the_qp),
 		cmocka_unit_test(exporter_mode_psns_agree_and_are_in_effect),
+		cmocka_unit_test(silent_peer_is_declared_dead),
+		cmocka_unit_test(poll_wc_takes_bounded_batches),
+		cmocka_unit_test(gid_index_beyond_255_refused),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -871,6 +871,181 @@ static void resumption_keeps_the_client_certificate(void **state)
 	SSL_CTX_free(cctx);
 }
 
+/* 11: no tickets for TLS 1.2 */
+
+/* TLS 1.2 resumption runs no key exchange: a ticket key read from memory
+ * later would open every recorded resumed session. So a TLS 1.2 client
+ * gets no ticket, and one it offers is not taken. Control: TLS 1.3 from
+ * the same server gets a ticket and resumes with it. */
+static void tls12_gets_no_ticket(void **state)
+{
+	SSL_CTX *sctx = server_ctx("server.pem", "server.key", NULL);
+	SSL_CTX *c12 = client_ctx("ca.pem", NULL, NULL);
+	SSL_CTX *c13 = client_ctx("ca.pem", NULL, NULL);
+	struct resumed full12, again12, full13, again13;
+
+	(void)state;
+	assert_int_equal(SSL_CTX_set_max_proto_version(c12, TLS1_2_VERSION), 1);
+	full_then_resumed(sctx, c13, &full13, &again13);	/* control */
+	srdma_tls_client_enable_tickets(c12);
+	connect_once(sctx, c12, NULL, &full12);
+	assert_int_equal(full12.rc, 0);
+	print_message("TLS 1.2: session %s, ticket %s\n", full12.ticket ? "kept" : "none",
+		      full12.ticket && SSL_SESSION_has_ticket(full12.ticket) ? "yes" : "no");
+	assert_true(!full12.ticket || !SSL_SESSION_has_ticket(full12.ticket));
+	if (full12.ticket) {	/* a session without a ticket resumes nothing */
+		connect_once(sctx, c12, full12.ticket, &again12);
+		assert_int_equal(again12.rc, 0);
+		assert_false(again12.reused);
+		SSL_SESSION_free(again12.ticket);
+	}
+	SSL_SESSION_free(full12.ticket);
+	SSL_SESSION_free(full13.ticket);
+	SSL_SESSION_free(again13.ticket);
+	SSL_CTX_free(c12);
+	SSL_CTX_free(c13);
+	SSL_CTX_free(sctx);
+}
+
+/* 12: the ticket key is replaced; the one before opens tickets for one
+ * more period, then is gone. (A client offers each ticket once: OpenSSL
+ * clients do not resume twice from one TLS 1.3 ticket.) */
+static void ticket_key_rotates(void **state)
+{
+	SSL_CTX *sctx = server_ctx("server.pem", "server.key", NULL);
+	SSL_CTX *cctx = client_ctx("ca.pem", NULL, NULL);
+	struct resumed a, b, a2, b_late, a3;
+
+	(void)state;
+	srdma_tls_client_enable_tickets(cctx);
+	connect_once(sctx, cctx, NULL, &a);	/* two tickets under key 1 */
+	connect_once(sctx, cctx, NULL, &b);
+	assert_int_equal(a.rc, 0);
+	assert_int_equal(b.rc, 0);
+	assert_non_null(a.ticket);
+	assert_non_null(b.ticket);
+	/* A ticket lives one rotation period, no more. */
+	assert_int_equal(SSL_SESSION_get_ticket_lifetime_hint(a.ticket), SRDMA_TICKET_PERIOD_S);
+
+	/* Key 2: key 1 still opens its tickets (the control). */
+	assert_int_equal(srdma_tls_rotate_ticket_key(sctx), 0);
+	connect_once(sctx, cctx, a.ticket, &a2);
+	assert_int_equal(a2.rc, 0);
+	assert_true(a2.reused);
+	assert_non_null(a2.ticket);	/* sealed under key 2 */
+
+	/* Key 3: key 1 is wiped, its ticket buys a full handshake; key 2's
+	 * ticket still resumes. */
+	assert_int_equal(srdma_tls_rotate_ticket_key(sctx), 0);
+	connect_once(sctx, cctx, b.ticket, &b_late);
+	assert_int_equal(b_late.rc, 0);
+	assert_false(b_late.reused);
+	connect_once(sctx, cctx, a2.ticket, &a3);
+	assert_int_equal(a3.rc, 0);
+	assert_true(a3.reused);
+
+	SSL_SESSION_free(a.ticket);
+	SSL_SESSION_free(b.ticket);
+	SSL_SESSION_free(a2.ticket);
+	SSL_SESSION_free(b_late.ticket);
+	SSL_SESSION_free(a3.ticket);
+	SSL_CTX_free(cctx);
+	SSL_CTX_free(sctx);
+}
+
+/* 13: a name counts only in subjectAltName. Control: server.pem, with
+ * DNS:localhost there, is accepted by the same client. */
+static void client_needs_subject_alt_name(void **state)
+{
+	SSL_CTX *cn_only = server_ctx("cn-only-server.pem", "cn-only-server.key", NULL);
+	SSL_CTX *san = server_ctx("server.pem", "server.key", NULL);
+	SSL_CTX *cctx = client_ctx("ca.pem", NULL, NULL);
+	struct outcome bad, ok;
+
+	(void)state;
+	handshake(cn_only, cctx, "localhost", AFTER_NOTHING, &bad);
+	handshake(san, cctx, "localhost", AFTER_NOTHING, &ok);
+	SSL_CTX_free(cctx);
+	SSL_CTX_free(san);
+	SSL_CTX_free(cn_only);
+
+	print_message("CN=localhost, no SAN: client %d (%s)\n", bad.rc, bad.err.msg);
+	assert_refused(&bad);
+	assert_int_equal(bad.verify, X509_V_ERR_HOSTNAME_MISMATCH);
+	assert_accepted(&ok);
+}
+
+static SSL_CTX *with_crl(SSL_CTX *ctx)
+{
+	struct srdma_err err = { 0 };
+
+	if (srdma_tls_load_crl(ctx, cert("crl.pem"), &err))
+		fail_msg("load CRL: %s: %s", err.step, err.msg);
+	return ctx;
+}
+
+/* 14: --crl on the client. Controls: the revoked certificate is accepted
+ * without the CRL, and a good one is accepted with it. */
+static void client_refuses_revoked_server(void **state)
+{
+	SSL_CTX *revoked = server_ctx("revoked-server.pem", "revoked-server.key", NULL);
+	SSL_CTX *good = server_ctx("server.pem", "server.key", NULL);
+	SSL_CTX *plain = client_ctx("ca.pem", NULL, NULL);
+	SSL_CTX *checked = with_crl(client_ctx("ca.pem", NULL, NULL));
+	struct outcome bad, without, ok;
+	struct srdma_err err = { 0 };
+	SSL_CTX *ctx = client_ctx("ca.pem", NULL, NULL);
+
+	(void)state;
+	handshake(revoked, checked, "localhost", AFTER_NOTHING, &bad);
+	handshake(revoked, plain, "localhost", AFTER_NOTHING, &without);
+	handshake(good, checked, "localhost", AFTER_NOTHING, &ok);
+	SSL_CTX_free(checked);
+	SSL_CTX_free(plain);
+	SSL_CTX_free(good);
+	SSL_CTX_free(revoked);
+
+	print_message("revoked server: client %d (%s)\n", bad.rc, bad.err.msg);
+	assert_refused(&bad);
+	assert_int_equal(bad.verify, X509_V_ERR_CERT_REVOKED);
+	assert_msg_has(bad.err.msg, "revoked");
+	assert_accepted(&without);
+	assert_accepted(&ok);
+	assert_int_equal(ok.verify, X509_V_OK);
+
+	/* A file with no CRL in it is an error, named. */
+	assert_int_equal(srdma_tls_load_crl(ctx, cert("ca.pem"), &err), -EINVAL);
+	assert_string_equal(err.step, "load CRL");
+	assert_msg_has(err.msg, "ca.pem");
+	SSL_CTX_free(ctx);
+}
+
+/* 15: --crl on the server (mutual TLS). Controls as above. */
+static void server_refuses_revoked_client(void **state)
+{
+	SSL_CTX *checked = with_crl(server_ctx("server.pem", "server.key", "ca.pem"));
+	SSL_CTX *plain = server_ctx("server.pem", "server.key", "ca.pem");
+	SSL_CTX *revoked = client_ctx("ca.pem", "revoked-client.pem", "revoked-client.key");
+	SSL_CTX *good = client_ctx("ca.pem", "client.pem", "client.key");
+	struct outcome bad, without, ok;
+
+	(void)state;
+	handshake(checked, revoked, "localhost", AFTER_PROBE, &bad);
+	handshake(plain, revoked, "localhost", AFTER_ECHO, &without);
+	handshake(checked, good, "localhost", AFTER_ECHO, &ok);
+	SSL_CTX_free(good);
+	SSL_CTX_free(revoked);
+	SSL_CTX_free(plain);
+	SSL_CTX_free(checked);
+
+	print_message("revoked client: server %d (%s)\n", bad.srv.rc, bad.srv.err.msg);
+	assert_client_refused_by_server(&bad);
+	assert_int_equal(bad.srv.verify, X509_V_ERR_CERT_REVOKED);
+	assert_accepted(&without);
+	assert_accepted(&ok);
+	assert_int_equal(ok.srv.verify, X509_V_OK);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -886,6 +1061,11 @@ int main(void)
 		cmocka_unit_test(handshake_times_out_on_silent_peer),
 		cmocka_unit_test(resumption_needs_this_servers_ticket),
 		cmocka_unit_test(resumption_keeps_the_client_certificate),
+		cmocka_unit_test(tls12_gets_no_ticket),
+		cmocka_unit_test(ticket_key_rotates),
+		cmocka_unit_test(client_needs_subject_alt_name),
+		cmocka_unit_test(client_refuses_revoked_server),
+		cmocka_unit_test(server_refuses_revoked_client),
 	};
 
 	return cmocka_run_group_tests(tests, make_certs, remove_certs);

@@ -70,7 +70,7 @@ static struct srdma_msg max_error_msg(void)
 {
 	struct srdma_msg m = { .type = SRDMA_MSG_ERROR };
 
-	m.u.error.code = SRDMA_ERR_SHUTDOWN;
+	m.u.error.code = SRDMA_ERROR_SHUTDOWN;
 	for (size_t i = 0; i < SRDMA_WIRE_MAX_TEXT; i++)
 		m.u.error.text[i] = (char)(0x20 + i % (0x7f - 0x20));
 	m.u.error.text[SRDMA_WIRE_MAX_TEXT] = '\0';
@@ -220,16 +220,22 @@ static void round_trip_ready_and_bye(void **state)
 	(void)state;
 	struct srdma_msg ready = empty_msg(SRDMA_MSG_READY);
 	struct srdma_msg bye = empty_msg(SRDMA_MSG_BYE);
+	struct srdma_msg ping = empty_msg(SRDMA_MSG_PING);
+	struct srdma_msg pong = empty_msg(SRDMA_MSG_PONG);
 
 	round_trip(&ready, 0);
 	round_trip(&bye, 0);
+	round_trip(&ping, 0);
+	round_trip(&pong, 0);
+	assert_string_equal(srdma_msg_type_name(SRDMA_MSG_PING), "PING");
+	assert_string_equal(srdma_msg_type_name(SRDMA_MSG_PONG), "PONG");
 }
 
 static void round_trip_error(void **state)
 {
 	(void)state;
-	struct srdma_msg empty = error_msg(SRDMA_ERR_BAD_MESSAGE, "");
-	struct srdma_msg some = error_msg(SRDMA_ERR_SERVER_FULL, "server full (10 of 10)");
+	struct srdma_msg empty = error_msg(SRDMA_ERROR_BAD_MESSAGE, "");
+	struct srdma_msg some = error_msg(SRDMA_ERROR_SERVER_FULL, "server full (10 of 10)");
 	struct srdma_msg unknown_code = error_msg(0xffff, "~ ");
 	struct srdma_msg zero_code = error_msg(0, "x");
 	struct srdma_msg longest = max_error_msg();
@@ -337,9 +343,9 @@ static void truncated_and_long_bodies_rejected(void **state)
 	(void)state;
 	const struct srdma_msg fixed[] = {
 		hello_msg(1, 1), params_msg(), empty_msg(SRDMA_MSG_READY),
-		empty_msg(SRDMA_MSG_BYE),
+		empty_msg(SRDMA_MSG_BYE), empty_msg(SRDMA_MSG_PING), empty_msg(SRDMA_MSG_PONG),
 	};
-	struct srdma_msg err_min = error_msg(SRDMA_ERR_TIMEOUT, "");
+	struct srdma_msg err_min = error_msg(SRDMA_ERROR_TIMEOUT, "");
 	struct srdma_msg err_max = max_error_msg();
 	uint8_t any[SRDMA_WIRE_MAX_MSG] = { 0 };
 
@@ -367,7 +373,7 @@ static void truncated_and_long_bodies_rejected(void **state)
 static void error_text_is_the_rest_of_the_body(void **state)
 {
 	(void)state;
-	struct srdma_msg m = error_msg(SRDMA_ERR_INTERNAL, "abcdef");
+	struct srdma_msg m = error_msg(SRDMA_ERROR_INTERNAL, "abcdef");
 	uint8_t buf[SRDMA_WIRE_MAX_MSG];
 	struct srdma_msg out;
 	size_t len = 0;
@@ -414,7 +420,7 @@ static void header_body_len_limits(void **state)
 static void unknown_types_rejected(void **state)
 {
 	(void)state;
-	static const uint16_t unknown[] = { 0, 6, 0x0100, 0xffff };
+	static const uint16_t unknown[] = { 0, 8, 0x0100, 0xffff };
 	uint8_t hdr[SRDMA_WIRE_HDR_LEN];
 	uint8_t buf[SRDMA_WIRE_MAX_MSG];
 	uint8_t body[4] = { 0 };
@@ -565,7 +571,7 @@ static void error_text_rejected(void **state)
 		for (size_t j = 0; j < ARRAY_SIZE(at); j++) {
 			memset(body, 'a', 10);
 			body[0] = 0;
-			body[1] = SRDMA_ERR_BAD_MESSAGE;
+			body[1] = SRDMA_ERROR_BAD_MESSAGE;
 			body[at[j]] = bad_bytes[i];
 			assert_body_rejected(SRDMA_MSG_ERROR, body, 10, -EBADMSG);
 		}
@@ -575,11 +581,11 @@ static void error_text_rejected(void **state)
 	assert_body_rejected(SRDMA_MSG_ERROR, body, sizeof(body), -EBADMSG);
 
 	/* Encode: a control character, a byte above 0x7e. */
-	m = error_msg(SRDMA_ERR_INTERNAL, "line one\nline two");
+	m = error_msg(SRDMA_ERROR_INTERNAL, "line one\nline two");
 	assert_int_equal(srdma_wire_encode(&m, buf, sizeof(buf), &len), -EINVAL);
-	m = error_msg(SRDMA_ERR_INTERNAL, "\x1b[2Jclear");
+	m = error_msg(SRDMA_ERROR_INTERNAL, "\x1b[2Jclear");
 	assert_int_equal(srdma_wire_encode(&m, buf, sizeof(buf), &len), -EINVAL);
-	m = error_msg(SRDMA_ERR_INTERNAL, "caf\xc3\xa9");
+	m = error_msg(SRDMA_ERROR_INTERNAL, "caf\xc3\xa9");
 	assert_int_equal(srdma_wire_encode(&m, buf, sizeof(buf), &len), -EINVAL);
 	/* Encode: 201 bytes, no NUL anywhere in the array. */
 	m = max_error_msg();
@@ -718,20 +724,22 @@ static void names(void **state)
 	assert_string_equal(srdma_msg_type_name(SRDMA_MSG_ERROR), "ERROR");
 	assert_string_equal(srdma_msg_type_name(SRDMA_MSG_BYE), "BYE");
 	assert_string_equal(srdma_msg_type_name(0), "UNKNOWN");
-	assert_string_equal(srdma_msg_type_name(6), "UNKNOWN");
+	assert_string_equal(srdma_msg_type_name(8), "UNKNOWN");
 
-	assert_string_equal(srdma_err_code_name(SRDMA_ERR_SERVER_FULL), "server full");
-	assert_string_equal(srdma_err_code_name(SRDMA_ERR_VERSION), "version mismatch");
-	assert_string_equal(srdma_err_code_name(SRDMA_ERR_BAD_MESSAGE), "bad message");
-	assert_string_equal(srdma_err_code_name(SRDMA_ERR_TIMEOUT), "handshake timeout");
-	assert_string_equal(srdma_err_code_name(SRDMA_ERR_RDMA_SETUP), "RDMA setup failed");
-	assert_string_equal(srdma_err_code_name(SRDMA_ERR_INTERNAL), "internal error");
-	assert_string_equal(srdma_err_code_name(SRDMA_ERR_UNEXPECTED), "unexpected message");
-	assert_string_equal(srdma_err_code_name(SRDMA_ERR_SHUTDOWN), "shutting down");
+	assert_string_equal(srdma_err_code_name(SRDMA_ERROR_SERVER_FULL), "server full");
+	assert_string_equal(srdma_err_code_name(SRDMA_ERROR_VERSION), "version mismatch");
+	assert_string_equal(srdma_err_code_name(SRDMA_ERROR_BAD_MESSAGE), "bad message");
+	assert_string_equal(srdma_err_code_name(SRDMA_ERROR_TIMEOUT), "handshake timeout");
+	assert_string_equal(srdma_err_code_name(SRDMA_ERROR_RDMA_SETUP), "RDMA setup failed");
+	assert_string_equal(srdma_err_code_name(SRDMA_ERROR_INTERNAL), "internal error");
+	assert_string_equal(srdma_err_code_name(SRDMA_ERROR_UNEXPECTED), "unexpected message");
+	assert_string_equal(srdma_err_code_name(SRDMA_ERROR_SHUTDOWN), "shutting down");
 	assert_string_equal(srdma_err_code_name(0), "unknown error");
-	assert_string_equal(srdma_err_code_name(SRDMA_ERR_BINDING), "peer binding failed");
-	assert_string_equal(srdma_err_code_name(SRDMA_ERR_PSN_MODE), "PSN mode mismatch");
-	assert_string_equal(srdma_err_code_name(11), "unknown error");
+	assert_string_equal(srdma_err_code_name(SRDMA_ERROR_BINDING), "peer binding failed");
+	assert_string_equal(srdma_err_code_name(SRDMA_ERROR_PSN_MODE), "PSN mode mismatch");
+	assert_string_equal(srdma_err_code_name(SRDMA_ERROR_QP), "RDMA connection failed");
+	assert_string_equal(srdma_err_code_name(SRDMA_ERROR_NOT_RESPONDING), "not responding");
+	assert_string_equal(srdma_err_code_name(13), "unknown error");
 	assert_string_equal(srdma_err_code_name(0xffff), "unknown error");
 }
 
@@ -741,7 +749,7 @@ static void names(void **state)
 #define FUZZ_BUF	(SRDMA_WIRE_MAX_MSG + 16)
 
 struct fuzz_stats {
-	unsigned long accepted[SRDMA_MSG_BYE + 1];
+	unsigned long accepted[SRDMA_MSG_PONG + 1];
 	unsigned long ebadmsg, erange, eproto, emsgsize, short_frames;
 };
 
@@ -862,12 +870,12 @@ static size_t fuzz_frame(uint8_t *buf)
 		fill_random(buf, n);
 		if (n >= SRDMA_WIRE_HDR_LEN && rnd_below(2)) {
 			/* Noise with a plausible type and length, or it never gets past the header. */
-			type = (uint16_t)rnd_below(SRDMA_MSG_BYE + 2);
+			type = (uint16_t)rnd_below(SRDMA_MSG_PONG + 2);
 			put_header(buf, type, fuzz_body_len(n - SRDMA_WIRE_HDR_LEN));
 		}
 		return n;
 	default:
-		type = (uint16_t)rnd_below(SRDMA_MSG_BYE + 2);
+		type = (uint16_t)rnd_below(SRDMA_MSG_PONG + 2);
 		n = fuzz_structured_body(type, body, cap);
 		if (rnd_below(2)) {
 			for (uint32_t k = rnd_below(4) + 1; k > 0 && n > 0; k--)
@@ -926,7 +934,7 @@ static void fuzz_one(const uint8_t *buf, size_t n, struct fuzz_stats *st)
 		fuzz_count_error(st, rc);
 		return;
 	}
-	assert_in_range(type, SRDMA_MSG_HELLO, SRDMA_MSG_BYE);
+	assert_in_range(type, SRDMA_MSG_HELLO, SRDMA_MSG_PONG);
 	assert_true(body_len <= SRDMA_WIRE_MAX_BODY);
 	avail = n - SRDMA_WIRE_HDR_LEN;
 	short_frame = body_len > avail;
@@ -961,14 +969,15 @@ static void fuzz_decode_is_canonical(void **state)
 	for (unsigned long i = 0; i < FUZZ_ITERATIONS; i++)
 		fuzz_one(buf, fuzz_frame(buf), &st);
 
-	print_message("  accepted HELLO %lu PARAMS %lu READY %lu ERROR %lu BYE %lu\n",
+	print_message("  accepted HELLO %lu PARAMS %lu READY %lu ERROR %lu BYE %lu PING %lu PONG %lu\n",
 		      st.accepted[SRDMA_MSG_HELLO], st.accepted[SRDMA_MSG_PARAMS],
 		      st.accepted[SRDMA_MSG_READY], st.accepted[SRDMA_MSG_ERROR],
-		      st.accepted[SRDMA_MSG_BYE]);
+		      st.accepted[SRDMA_MSG_BYE], st.accepted[SRDMA_MSG_PING],
+		      st.accepted[SRDMA_MSG_PONG]);
 	print_message("  rejected EBADMSG %lu ERANGE %lu EPROTO %lu EMSGSIZE %lu (short %lu)\n",
 		      st.ebadmsg, st.erange, st.eproto, st.emsgsize, st.short_frames);
 	/* The loop must reach both sides of every check, or it proves nothing. */
-	for (uint16_t t = SRDMA_MSG_HELLO; t <= SRDMA_MSG_BYE; t++)
+	for (uint16_t t = SRDMA_MSG_HELLO; t <= SRDMA_MSG_PONG; t++)
 		assert_true(st.accepted[t] >= 1000);
 	assert_true(st.ebadmsg >= 1000);
 	assert_true(st.erange >= 1000);
