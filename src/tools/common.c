@@ -1,5 +1,6 @@
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <sys/resource.h>
 #include <openssl/evp.h>
@@ -26,6 +27,21 @@ bad:
 	return false;
 }
 
+bool parse_peer_timeout(const char *prog, const char *s, int *out)
+{
+	unsigned long v;
+
+	if (!parse_ulong(prog, "--peer-timeout", s, 0, 86400000, &v))
+		return false;
+	if (v && v < 300) {
+		fprintf(stderr, "%s: --peer-timeout: %lu ms is too short to probe a peer "
+			"(0, or 300 and up)\n", prog, v);
+		return false;
+	}
+	*out = v ? (int)v : -1;	/* 0 on the command line: never */
+	return true;
+}
+
 void json_string(FILE *f, const char *s, size_t len)
 {
 	fputc('"', f);
@@ -45,6 +61,41 @@ void json_string(FILE *f, const char *s, size_t len)
 			fputc(ch, f);
 	}
 	fputc('"', f);
+}
+
+char *escape_text(char *out, size_t cap, const void *in, size_t len)
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *p = in;
+	size_t o = 0;
+
+	if (cap == 0)
+		return out;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char ch = p[i];
+		char e[4];
+		size_t n;
+
+		if (ch == '\\') {
+			e[0] = e[1] = '\\';
+			n = 2;
+		} else if (ch >= 0x20 && ch < 0x7f) {
+			e[0] = (char)ch;
+			n = 1;
+		} else {
+			e[0] = '\\';
+			e[1] = 'x';
+			e[2] = hex[ch >> 4];
+			e[3] = hex[ch & 15];
+			n = 4;
+		}
+		if (o + n >= cap)
+			break;
+		memcpy(out + o, e, n);
+		o += n;
+	}
+	out[o] = '\0';
+	return out;
 }
 
 int sha256(const void *buf, size_t len, unsigned char out[32])

@@ -11,8 +11,16 @@
  * "PROG: OPTION: ..." to stderr and return false. */
 bool parse_ulong(const char *prog, const char *option, const char *s,
 		 unsigned long min, unsigned long max, unsigned long *out);
+/* --peer-timeout MS: 0 (never: -1 in *out) or 300..86400000; on failure
+ * print "PROG: --peer-timeout: ..." and return false. */
+bool parse_peer_timeout(const char *prog, const char *s, int *out);
 /* Write s as a JSON string (quotes included). */
 void json_string(FILE *f, const char *s, size_t len);
+/* Bytes a peer sent, made safe for a log line or a terminal: printable
+ * ASCII stays, a backslash doubles, everything else (escape sequences,
+ * newlines, NULs) becomes \xHH. At most cap - 1 characters and a NUL go to
+ * out; the output is cut at a whole escape. Returns out. */
+char *escape_text(char *out, size_t cap, const void *in, size_t len);
 /* Monotonic time in microseconds. */
 double now_us(void);
 /* Raise the soft RLIMIT_NOFILE towards want (at most the hard limit);

@@ -19,7 +19,7 @@
 
 static const char *prog = "srdma-client";
 static bool json, verbose, interactive;
-#define OP_TIMEOUT_MS 5000
+static int op_timeout_ms = 5000;
 
 struct stats {
 	unsigned long echoes, writes, failures;
@@ -33,8 +33,10 @@ struct client {
 	size_t bs;
 	struct stats st;
 	bool closed;
-	char close_reason[300];
+	char close_reason[320];	/* as long as check_ctrl()'s "step: msg" */
 	bool close_clean;
+	/* What to tell the server when we end it: 0 BYE, else ERROR(code). */
+	uint16_t close_code;
 };
 
 static void usage(FILE *f)
@@ -61,11 +63,20 @@ static void usage(FILE *f)
 "  -g, --gid-index N      GID index (default: automatic, as the server)\n"
 "  -s, --buf-size BYTES   message slot size, 64..1073741824 (default 4096)\n"
 "  -t, --timeout MS       deadline for the whole setup (default 10000)\n"
+"  -o, --op-timeout MS    how long a command waits for the server's answer\n"
+"                         (default 5000); a server that closes or is lost is\n"
+"                         noticed at once, not at this limit\n"
+"  -T, --peer-timeout MS  a server silent this long, a liveness probe\n"
+"                         unanswered, is declared dead (default 180000;\n"
+"                         0: never)\n"
+"  -r, --crl FILE         refuse a server certificate revoked in these PEM\n"
+"                         CRLs (each CA of the chain needs its CRL here)\n"
 "  -j, --json             one JSON object per line for every event\n"
 "  -P, --psn-mode MODE    exchange (default): random PSNs sent inside TLS;\n"
 "                         exporter: both PSNs derived from the TLS session,\n"
 "                         none sent at all (both sides must use the same)\n"
-"  -v, --verbose          also print PSNs and the server's rkey (secrets)\n"
+"  -v, --verbose          also print PSNs, the server's rkey and window address\n"
+"                         (secrets; never printed without -v, text or JSON)\n"
 "  -V, --version          print the version\n"
 "  -h, --help             show this help\n"
 "\n"
@@ -79,8 +90,12 @@ static void usage(FILE *f)
 "  help         this list\n"
 "  quit         say BYE and exit (also: EOF)\n"
 "\n"
-"Exit status: 0 after quit, EOF or the server's BYE; 1 when the connection\n"
-"fails or is lost (the message says which step and why); 2 on bad usage.\n");
+"Every reply from the server is checked (its kind, its exact size) before it\n"
+"is used; a server that breaks the protocol is told so and disconnected.\n"
+"\n"
+"Exit status: 0 after quit, EOF or the server's BYE between commands; 1 when\n"
+"the connection fails, is lost, or ends with a command in flight (the message\n"
+"says which step and why); 2 on bad usage.\n");
 }
 
 static void report_error(const char *step, const char *msg)
@@ -97,62 +112,133 @@ static void report_error(const char *step, const char *msg)
 	fflush(stdout);
 }
 
-static void note_closed(struct client *cl, const char *reason, bool clean)
+/* The session ends: why, whether that is a clean end (exit 0), and what
+ * the server is told (code 0: BYE). The first reason stands. */
+static void note_closed(struct client *cl, const char *reason, bool clean, uint16_t code)
 {
 	if (cl->closed)
 		return;
 	cl->closed = true;
 	cl->close_clean = clean;
+	cl->close_code = code;
 	snprintf(cl->close_reason, sizeof(cl->close_reason), "%s", reason);
 }
 
-/* Check the control channel: the server may have said BYE or ERROR. */
+/* The server broke the protocol: say where, tell it, end the session. */
+static void violation(struct client *cl, const char *step, const char *why)
+{
+	report_error(step, why);
+	note_closed(cl, why, false, SRDMA_ERROR_BAD_MESSAGE);
+}
+
+/* Our QP failed: the server hears why (it may not see it on its side). */
+static void qp_failed(struct client *cl, const char *step, enum ibv_wc_status st)
+{
+	char why[96];
+
+	snprintf(why, sizeof(why), "client QP failed: %s", ibv_wc_status_str(st));
+	report_error(step, why);
+	note_closed(cl, why, false, SRDMA_ERROR_QP);
+}
+
+/* Serve the control channel: the server may have said BYE or ERROR, be
+ * gone, or owe an answer to our liveness probe. */
 static void check_ctrl(struct client *cl)
 {
 	struct srdma_err err;
 	int rc = srdma_conn_poll_ctrl(cl->c, &err);
+	char why[sizeof(err.step) + sizeof(err.msg) + 16];
 
-	if (rc > 0)
-		note_closed(cl, strcmp(err.msg, "bye") ? err.msg : "server said bye",
-			    strcmp(err.msg, "bye") == 0);
-	else if (rc < 0)
-		note_closed(cl, err.msg, false);
+	if (rc == 0)
+		return;
+	if (rc > 0 && err.code == 0)
+		note_closed(cl, "server said bye", true, 0);
+	else if (rc > 0 && err.code == -ECONNABORTED)
+		note_closed(cl, err.msg, false, 0);
+	else if (rc > 0 && err.code == -ETIMEDOUT)
+		note_closed(cl, "server not responding", false, SRDMA_ERROR_NOT_RESPONDING);
+	else if (rc > 0)
+		note_closed(cl, err.msg, false, 0);
+	else {
+		snprintf(why, sizeof(why), "%s: %s", err.step, err.msg);
+		note_closed(cl, why, false, SRDMA_ERROR_BAD_MESSAGE);
+	}
+}
+
+/* Milliseconds to wait: at most until the given deadline (-1: none) and
+ * until the library must look at the control channel. */
+static int wait_ms(struct client *cl, double deadline_us)
+{
+	int ctrl = srdma_conn_ctrl_timeout_ms(cl->c);
+	int left = deadline_us < 0 ? -1 : (int)((deadline_us - now_us()) / 1000);
+
+	if (deadline_us >= 0 && left < 0)
+		left = 0;
+	if (ctrl >= 0 && (left < 0 || ctrl < left))
+		return ctrl;
+	return left;
 }
 
 /*
  * Wait for both halves of an operation: our send's completion and the
- * server's reply (either may come first). *reply gets the reply's completion.
+ * server's reply (either may come first). *reply gets the reply's
+ * completion. The control channel is watched all along: a server that
+ * ends the connection (or is lost) fails the command at once, not at
+ * --op-timeout; a command in flight then makes the end unclean.
  */
 static int wait_op(struct client *cl, struct ibv_wc *reply, const char *step)
 {
-	double deadline = now_us() + OP_TIMEOUT_MS * 1000.0;
+	double deadline = now_us() + op_timeout_ms * 1000.0;
 	bool sent = false, replied = false;
 
 	while (!sent || !replied) {
-		int left = (int)((deadline - now_us()) / 1000);
+		struct pollfd p[2] = {
+			{ .fd = srdma_conn_channel(cl->c)->fd, .events = POLLIN },
+			{ .fd = srdma_conn_ctrl_fd(cl->c), .events = POLLIN },
+		};
 		struct ibv_wc wc;
-		int n = srdma_conn_next_wc(cl->c, left > 0 ? left : 0, &wc);
+		int n = srdma_conn_poll_wc(cl->c, &wc, 1);
 
 		if (n < 0) {
-			report_error(step, strerror(-n));
+			report_error(step, "completion queue error");
+			note_closed(cl, "completion queue error", false, SRDMA_ERROR_QP);
 			return -1;
 		}
-		if (n == 0) {
+		if (n == 1) {
+			if (wc.status != IBV_WC_SUCCESS) {
+				qp_failed(cl, step, wc.status);
+				return -1;
+			}
+			if (!(wc.opcode & IBV_WC_RECV)) {
+				sent = true;
+			} else if (replied) {
+				violation(cl, step, "a second reply from the server");
+				return -1;
+			} else {
+				*reply = wc;
+				replied = true;
+			}
+			continue;
+		}
+		if (now_us() >= deadline) {
 			check_ctrl(cl);
 			report_error(step, cl->closed ? cl->close_reason :
 				     "timed out waiting for the server");
+			if (cl->closed)
+				cl->close_clean = false;
 			return -1;
 		}
-		if (wc.status != IBV_WC_SUCCESS) {
-			report_error(step, ibv_wc_status_str(wc.status));
-			note_closed(cl, "QP error", false);
+		n = poll(p, 2, wait_ms(cl, deadline));
+		if (n < 0 && errno != EINTR) {
+			report_error(step, strerror(errno));
 			return -1;
 		}
-		if (wc.opcode & IBV_WC_RECV) {
-			*reply = wc;
-			replied = true;
-		} else {
-			sent = true;
+		if (n == 0 || (n > 0 && p[1].revents))
+			check_ctrl(cl);
+		if (cl->closed) {
+			report_error(step, cl->close_reason);
+			cl->close_clean = false;	/* a command was in flight */
+			return -1;
 		}
 	}
 	return 0;
@@ -178,22 +264,49 @@ static int post(struct client *cl, enum ibv_wr_opcode op, uint32_t len)
 	return ibv_post_send(srdma_conn_qp(cl->c), &wr, &bad);
 }
 
-/* The reply in receive slot wc->wr_id: check its kind, copy it out, repost. */
-static int take_reply(struct client *cl, const struct ibv_wc *wc, uint32_t want_imm,
-		      void *out, size_t *len, const char *step)
+static const char *imm_name(uint32_t imm)
 {
-	unsigned int slot = (unsigned int)wc->wr_id;
-	const char *in = (const char *)srdma_conn_recv_buf(cl->c)->addr + slot * cl->bs;
+	return imm == APP_IMM_ECHO ? "ECHO" : imm == APP_IMM_WRITE_ACK ? "WRITE_ACK" : "unknown";
+}
 
-	if (slot >= SRDMA_SLOTS || !(wc->wc_flags & IBV_WC_WITH_IMM) ||
-	    ntohl(wc->imm_data) != want_imm) {
-		report_error(step, "unexpected message from the server");
+/*
+ * The reply in receive slot wc->wr_id, checked before anything is touched:
+ * a slot we posted, a SEND with the immediate of the kind we wait for, and
+ * exactly len bytes (the size that kind allows for this request). Then it
+ * is copied to out (len bytes of room) and the slot reposted. Anything else
+ * is the server breaking the protocol.
+ */
+static int take_reply(struct client *cl, const struct ibv_wc *wc, uint32_t want_imm,
+		      void *out, size_t len, const char *step)
+{
+	char why[128];
+	const char *in;
+
+	if (wc->wr_id >= SRDMA_SLOTS) {
+		violation(cl, step, "a reply in a receive slot we never posted");
 		return -1;
 	}
-	memcpy(out, in, wc->byte_len);
-	*len = wc->byte_len;
-	if (srdma_conn_post_recv(cl->c, slot)) {
+	if (wc->opcode != IBV_WC_RECV || !(wc->wc_flags & IBV_WC_WITH_IMM)) {
+		violation(cl, step, "a reply that is not a SEND with an immediate");
+		return -1;
+	}
+	if (ntohl(wc->imm_data) != want_imm) {
+		snprintf(why, sizeof(why), "a reply of kind %s (%u) where %s was due",
+			 imm_name(ntohl(wc->imm_data)), ntohl(wc->imm_data), imm_name(want_imm));
+		violation(cl, step, why);
+		return -1;
+	}
+	if (wc->byte_len != len) {
+		snprintf(why, sizeof(why), "the server's %s reply has %u bytes where %zu are due",
+			 imm_name(want_imm), wc->byte_len, len);
+		violation(cl, step, why);
+		return -1;
+	}
+	in = (const char *)srdma_conn_recv_buf(cl->c)->addr + wc->wr_id * cl->bs;
+	memcpy(out, in, len);
+	if (srdma_conn_post_recv(cl->c, (unsigned int)wc->wr_id)) {
 		report_error(step, "cannot post a receive");
+		note_closed(cl, "cannot post a receive", false, SRDMA_ERROR_INTERNAL);
 		return -1;
 	}
 	return 0;
@@ -210,16 +323,16 @@ static void add_rtt(struct stats *st, double rtt)
 
 static int do_send(struct client *cl, const char *text, bool quiet)
 {
-	size_t len = strlen(text), got;
+	size_t len = strlen(text);
 	struct ibv_wc wc;
-	char *reply;
+	char *reply, *shown = NULL;
 	double t0, rtt;
 
 	if (len == 0 || len > cl->bs) {
 		report_error("send", len ? "text longer than the buffer size" : "nothing to send");
 		return -1;
 	}
-	reply = malloc(cl->bs);
+	reply = malloc(len);
 	if (!reply)
 		return -1;
 	memcpy(srdma_conn_send_buf(cl->c)->addr, text, len);
@@ -229,10 +342,10 @@ static int do_send(struct client *cl, const char *text, bool quiet)
 		goto fail;
 	}
 	if (wait_op(cl, &wc, "echo") ||
-	    take_reply(cl, &wc, APP_IMM_ECHO, reply, &got, "echo"))
+	    take_reply(cl, &wc, APP_IMM_ECHO, reply, len, "echo"))
 		goto fail;
 	rtt = now_us() - t0;
-	if (got != len || memcmp(reply, text, len)) {
+	if (memcmp(reply, text, len)) {
 		report_error("echo", "the echo differs from what was sent");
 		goto fail;
 	}
@@ -241,12 +354,17 @@ static int do_send(struct client *cl, const char *text, bool quiet)
 	add_rtt(&cl->st, rtt);
 	if (json) {
 		printf("{\"event\":\"echo\",\"data\":");
-		json_string(stdout, reply, got);
+		json_string(stdout, reply, len);
 		printf(",\"rtt_us\":%.1f}\n", rtt);
 	} else if (!quiet) {
-		printf("echo: %.*s (%.1f us)\n", (int)got, reply, rtt);
+		/* The server's bytes, escaped: they reach a terminal. */
+		shown = malloc(4 * len + 1);
+		if (shown)
+			printf("echo: %s (%.1f us)\n", escape_text(shown, 4 * len + 1, reply, len),
+			       rtt);
 	}
 	fflush(stdout);
+	free(shown);
 	free(reply);
 	return 0;
 fail:
@@ -257,7 +375,7 @@ fail:
 
 static int do_write(struct client *cl, const char *text, bool quiet)
 {
-	size_t len = strlen(text), got;
+	size_t len = strlen(text);
 	unsigned char ack[APP_ACK_LEN], mine[32];
 	uint32_t be;
 	struct ibv_wc wc;
@@ -281,11 +399,11 @@ static int do_write(struct client *cl, const char *text, bool quiet)
 		goto fail;
 	}
 	if (wait_op(cl, &wc, "write") ||
-	    take_reply(cl, &wc, APP_IMM_WRITE_ACK, ack, &got, "write"))
+	    take_reply(cl, &wc, APP_IMM_WRITE_ACK, ack, sizeof(ack), "write"))
 		goto fail;
 	rtt = now_us() - t0;
 	memcpy(&be, ack, 4);
-	ok = got == APP_ACK_LEN && ntohl(be) == len && memcmp(ack + 4, mine, 32) == 0;
+	ok = ntohl(be) == len && memcmp(ack + 4, mine, 32) == 0;
 	if (ok) {
 		cl->st.writes++;
 		cl->st.bytes += len;
@@ -354,7 +472,11 @@ static void print_connected(const struct srdma_conn_info *i)
 		printf("{\"event\":\"connected\",\"server\":");
 		json_string(stdout, i->peer_addr, strlen(i->peer_addr));
 		printf(",\"local_qpn\":%u,\"remote_qpn\":%u", i->local_qpn, i->remote_qpn);
-		printf(",\"local_psn\":%u,\"remote_psn\":%u", i->local_psn, i->remote_psn);
+		/* Secrets, as in the text form: only with -v. */
+		if (verbose)
+			printf(",\"local_psn\":%u,\"remote_psn\":%u,\"rkey\":%u,"
+			       "\"window_addr\":%llu", i->local_psn, i->remote_psn,
+			       i->remote_rkey, (unsigned long long)i->remote_addr);
 		printf(",\"tls\":\"%s\",\"cipher\":\"%s\",\"device\":", i->tls_version,
 		       i->tls_cipher);
 		json_string(stdout, i->dev_name, strlen(i->dev_name));
@@ -366,8 +488,9 @@ static void print_connected(const struct srdma_conn_info *i)
 		       i->remote_qpn, 128 << i->path_mtu,
 		       i->psn_mode == SRDMA_PSN_EXPORTER ? "exporter" : "exchange");
 		if (verbose)
-			printf("PSN local 0x%06x remote 0x%06x; server window rkey 0x%x, %u bytes\n",
-			       i->local_psn, i->remote_psn, i->remote_rkey, i->remote_len);
+			printf("PSN local 0x%06x remote 0x%06x; server window rkey 0x%x, "
+			       "address 0x%llx, %u bytes\n", i->local_psn, i->remote_psn,
+			       i->remote_rkey, (unsigned long long)i->remote_addr, i->remote_len);
 	}
 	fflush(stdout);
 }
@@ -473,6 +596,26 @@ static void fill_lines(struct line_reader *r)
 	}
 }
 
+/*
+ * Between commands nothing may arrive on the QP: a reply nobody asked for
+ * is the server breaking the protocol, an error completion our QP failing.
+ * Also arms the CQs, so the channel wakes the session for what comes next.
+ */
+static void check_idle_cq(struct client *cl)
+{
+	struct ibv_wc wc;
+	int n;
+
+	while (!cl->closed && (n = srdma_conn_poll_wc(cl->c, &wc, 1)) != 0) {
+		if (n < 0)
+			note_closed(cl, "completion queue error", false, SRDMA_ERROR_QP);
+		else if (wc.status != IBV_WC_SUCCESS)
+			qp_failed(cl, "session", wc.status);
+		else if (wc.opcode & IBV_WC_RECV)
+			violation(cl, "session", "a message from the server that answers nothing");
+	}
+}
+
 static void session(struct client *cl)
 {
 	static struct line_reader in;
@@ -480,13 +623,15 @@ static void session(struct client *cl)
 	bool prompted = false;
 
 	for (;;) {
-		struct pollfd p[2] = {
+		struct pollfd p[3] = {
 			{ .fd = STDIN_FILENO, .events = POLLIN },
 			{ .fd = srdma_conn_ctrl_fd(cl->c), .events = POLLIN },
+			{ .fd = srdma_conn_channel(cl->c)->fd, .events = POLLIN },
 		};
 		int got;
 
 		check_ctrl(cl);
+		check_idle_cq(cl);
 		if (cl->closed)
 			return;
 		got = next_line(&in, line, sizeof(line));
@@ -503,10 +648,10 @@ static void session(struct client *cl)
 			fflush(stdout);
 			prompted = true;
 		}
-		if (poll(p, 2, -1) < 0) {
+		if (poll(p, 3, wait_ms(cl, -1)) < 0) {
 			if (errno == EINTR)
 				continue;
-			note_closed(cl, strerror(errno), false);
+			note_closed(cl, strerror(errno), false, SRDMA_ERROR_INTERNAL);
 			return;
 		}
 		if (p[0].revents)
@@ -527,6 +672,9 @@ int main(int argc, char **argv)
 		{ "gid-index", required_argument, NULL, 'g' },
 		{ "buf-size", required_argument, NULL, 's' },
 		{ "timeout", required_argument, NULL, 't' },
+		{ "op-timeout", required_argument, NULL, 'o' },
+		{ "peer-timeout", required_argument, NULL, 'T' },
+		{ "crl", required_argument, NULL, 'r' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "psn-mode", required_argument, NULL, 'P' },
@@ -541,7 +689,7 @@ int main(int argc, char **argv)
 	int ch;
 
 	srdma_client_opts_init(&o);
-	while ((ch = getopt_long(argc, argv, "p:a:c:k:n:d:i:g:s:t:P:jvVh", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "p:a:c:k:n:d:i:g:s:t:o:T:r:P:jvVh", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'p':
 			if (!parse_ulong(prog, "--port", optarg, 1, 65535, &v))
@@ -559,7 +707,7 @@ int main(int argc, char **argv)
 			o.rdma.ib_port = (int)v;
 			break;
 		case 'g':
-			if (!parse_ulong(prog, "--gid-index", optarg, 0, 65535, &v))
+			if (!parse_ulong(prog, "--gid-index", optarg, 0, 255, &v))
 				return 2;
 			o.rdma.gid_index = (int)v;
 			break;
@@ -573,6 +721,16 @@ int main(int argc, char **argv)
 				return 2;
 			o.handshake_ms = (int)v;
 			break;
+		case 'o':
+			if (!parse_ulong(prog, "--op-timeout", optarg, 1, 3600000, &v))
+				return 2;
+			op_timeout_ms = (int)v;
+			break;
+		case 'T':
+			if (!parse_peer_timeout(prog, optarg, &o.peer_timeout_ms))
+				return 2;
+			break;
+		case 'r': o.crl_file = optarg; break;
 		case 'j': json = true; break;
 		case 'P':
 			if (!strcmp(optarg, "exchange"))
@@ -621,7 +779,7 @@ int main(int argc, char **argv)
 
 	session(&cl);
 	if (!cl.closed)
-		note_closed(&cl, "quit", true);
+		note_closed(&cl, "quit", true, 0);
 	if (json) {
 		printf("{\"event\":\"closed\",\"reason\":");
 		json_string(stdout, cl.close_reason, strlen(cl.close_reason));
@@ -630,6 +788,8 @@ int main(int argc, char **argv)
 		printf("closed: %s\n", cl.close_reason);
 	}
 	fflush(stdout);
-	srdma_conn_close(cl.c, 0, NULL);
+	/* BYE, or ERROR with why we end it (our QP failed, the server broke
+	 * the protocol) so that the server logs the real reason. */
+	srdma_conn_close(cl.c, cl.close_code, cl.close_code ? cl.close_reason : NULL);
 	return cl.close_clean ? 0 : 1;
 }

@@ -34,11 +34,24 @@ enum slot_state { SLOT_FREE, SLOT_ACTIVE };
 /* A connected client. */
 struct slot {
 	enum slot_state state;
+	bool queued;			/* in the ready ring (kept across reuse) */
 	unsigned int id;		/* connection number, for the log */
 	struct srdma_conn *conn;
 	bool send_busy[SRDMA_SLOTS];
 	unsigned long echoes, writes;
 	unsigned long long bytes;
+};
+
+/*
+ * Rate-limited log lines, as sshd does for MaxStartups: a flood of
+ * connections must not become a flood of log lines. Each kind of line gets
+ * LOG_BURST a second; the rest are counted and the count logged once.
+ */
+#define LOG_BURST 10
+struct ratelimit {
+	const char *what;
+	double window;			/* now_us() when the second began */
+	unsigned int lines, suppressed;
 };
 
 /*
@@ -78,6 +91,16 @@ struct server {
 	int epfd, sigfd, evfd;
 	struct slot *slots;
 	unsigned int max_clients, active, next_id;
+	/* Clients whose CQs may hold more than one batch: served round-robin,
+	 * a batch each per turn of the loop (a ring of slot indices). */
+	unsigned int *ready;
+	unsigned int ready_head, ready_len;
+	/* accept() out of descriptors: the listener rests until then. */
+	bool listen_paused;
+	double listen_resume;		/* now_us() */
+	int tick_ms;			/* liveness timers looked at this often */
+	double next_tick;
+	struct ratelimit rl_accept, rl_refused, rl_evicted, rl_failed, rl_dropped;
 	struct pending *pend;
 	unsigned int max_handshakes;	/* in progress, not counting evicted ones */
 	unsigned int pend_len;		/* room: evicted threads take a while to end */
@@ -107,6 +130,34 @@ static void logf_(const char *fmt, ...)
 	putchar('\n');
 	fflush(stdout);
 }
+
+/* Once its second is over: say what it suppressed, start the next. */
+static void rl_roll(struct ratelimit *rl, double now)
+{
+	if (now - rl->window < 1e6)
+		return;
+	if (rl->suppressed)
+		logf_("(%u more \"%s\" lines not logged)", rl->suppressed, rl->what);
+	rl->window = now;
+	rl->lines = rl->suppressed = 0;
+}
+
+/* Log a line of this kind unless its budget for this second is spent. */
+static bool rl_allow(struct ratelimit *rl)
+{
+	rl_roll(rl, now_us());
+	if (rl->lines < LOG_BURST) {
+		rl->lines++;
+		return true;
+	}
+	rl->suppressed++;
+	return false;
+}
+
+#define logf_limited(rl, ...) do {					\
+	if (rl_allow(rl))						\
+		logf_(__VA_ARGS__);					\
+} while (0)
 
 static void usage(FILE *f)
 {
@@ -140,13 +191,23 @@ static void usage(FILE *f)
 "                         (default 4096)\n"
 "  -t, --handshake-timeout MS  deadline for a client's whole setup\n"
 "                         (default 10000)\n"
+"  -T, --peer-timeout MS  a client silent this long, a liveness probe\n"
+"                         unanswered, is disconnected and its slot freed: a\n"
+"                         hung process or a dead host (default 180000;\n"
+"                         0: never)\n"
+"  -r, --crl FILE         with --client-ca: refuse client certificates revoked\n"
+"                         in these PEM CRLs (each CA of the chain needs its\n"
+"                         CRL here)\n"
 "  -P, --psn-mode MODE    exchange (default): random PSNs sent inside TLS;\n"
 "                         exporter: both PSNs derived from the TLS session,\n"
 "                         none sent at all (both sides must use the same)\n"
 "  -R, --no-resumption    issue no TLS session tickets: every client does a\n"
-"                         full handshake (default: one ticket per handshake,\n"
-"                         sealed with a key that lives only in this process)\n"
-"  -v, --verbose          also log PSNs, rkeys and window addresses (secrets)\n"
+"                         full handshake (default: one TLS 1.3 ticket per\n"
+"                         handshake, sealed with a key that lives only in\n"
+"                         this process and is replaced every hour; TLS 1.2\n"
+"                         clients get none)\n"
+"  -v, --verbose          also log PSNs, rkeys and window addresses (secrets),\n"
+"                         and what clients write (escaped)\n"
 "  -V, --version          print the version\n"
 "  -h, --help             show this help\n"
 "\n"
@@ -154,6 +215,9 @@ static void usage(FILE *f)
 "SIGUSR1: logs a stats line: clients, and the port's PSN-sequence counters\n"
 "(out-of-sequence and duplicate requests: injection attempts show there).\n"
 "A client whose QP fails (error completion) is disconnected with the reason.\n"
+"Busy clients are served in turns, a batch of completions each, so none can\n"
+"starve the others, new connections or signals. Repeated log lines (refusals,\n"
+"evictions, failed setups, accept errors) are limited to 10 a second each.\n"
 "Exit status: 0 after a signal, 1 when setup fails (the message says which\n"
 "step and why), 2 on bad usage.\n");
 }
@@ -227,8 +291,6 @@ static void log_stats(struct server *s, const char *why)
 	      len ? line : " none readable");
 }
 
-static void on_cq(struct server *s, struct slot *sl);
-
 /* --- new connections --- */
 
 static void *handshake_thread(void *arg)
@@ -254,7 +316,7 @@ static void *reject_thread(void *arg)
 	uint64_t one = 1;
 
 	free(arg);
-	srdma_server_reject(s->l, r->fd, 1 /* server full */, "server full");
+	srdma_server_reject(s->l, r->fd, SRDMA_ERROR_SERVER_FULL, "server full");
 	__atomic_store_n(&r->done, true, __ATOMIC_RELEASE);
 	if (write(s->evfd, &one, sizeof(one)) < 0)
 		perror("srdma-server: eventfd");
@@ -303,7 +365,8 @@ static void reject_full(struct server *s, int fd)
 		r->hold_fd = dup(fd);
 		if (r->hold_fd >= 0 && start_thread(&r->thread, reject_thread, s, r)) {
 			r->busy = true;
-			logf_("refused a connection: server full (%u clients)", s->max_clients);
+			logf_limited(&s->rl_refused, "refused a connection: server full (%u clients)",
+				     s->max_clients);
 			return;
 		}
 		if (r->hold_fd >= 0)
@@ -311,7 +374,7 @@ static void reject_full(struct server *s, int fd)
 		break;
 	}
 	/* Too many refusals in flight: just close. */
-	logf_("refused a connection: server full, closed without TLS");
+	logf_limited(&s->rl_refused, "refused a connection: server full, closed without TLS");
 	close(fd);
 }
 
@@ -337,8 +400,9 @@ static void evict_if_full(struct server *s)
 	}
 	pthread_mutex_unlock(&s->lock);
 	if (live >= s->max_handshakes && oldest)
-		logf_("client %u: handshake evicted: %u in progress (--max-handshakes)",
-		      oldest->id, live);
+		logf_limited(&s->rl_evicted,
+			     "client %u: handshake evicted: %u in progress (--max-handshakes)",
+			     oldest->id, live);
 }
 
 static struct pending *free_pending(struct server *s)
@@ -349,18 +413,45 @@ static struct pending *free_pending(struct server *s)
 	return NULL;
 }
 
+/* Connections taken per wake-up: a storm of them does not keep the loop. */
+#define ACCEPTS_PER_WAKE 64
+/* How long the listener rests when accept() has no descriptor to give. */
+#define LISTEN_PAUSE_MS 250
+
+static bool watch(struct server *s, int fd, uint64_t tag);
+
+/*
+ * Out of descriptors (or memory), accept() fails and leaves the connection
+ * queued, so the listener stays readable: watching it would spin. Rest it
+ * a while instead; the queue waits in the kernel meanwhile.
+ */
+static void pause_listener(struct server *s, const char *why)
+{
+	epoll_ctl(s->epfd, EPOLL_CTL_DEL, srdma_listener_fd(s->l), NULL);
+	s->listen_paused = true;
+	s->listen_resume = now_us() + LISTEN_PAUSE_MS * 1000.0;
+	logf_limited(&s->rl_accept, "accept failed: %s; not accepting for %d ms", why,
+		     LISTEN_PAUSE_MS);
+}
+
 static void on_listen(struct server *s)
 {
-	for (;;) {
+	for (int taken = 0; taken < ACCEPTS_PER_WAKE; taken++) {
 		struct srdma_err err;
 		struct pending *p;
 		int fd, rc = srdma_accept_fd(s->l, &fd, &err);
 
 		if (rc == -EAGAIN)
 			return;
-		if (rc) {
-			logf_("accept failed: %s", err.msg);
+		if (rc == -EMFILE || rc == -ENFILE || rc == -ENOBUFS || rc == -ENOMEM) {
+			pause_listener(s, err.msg);
 			return;
+		}
+		if (rc) {
+			/* A connection that failed on its way in (ECONNABORTED,
+			 * ...): its own problem; take the next. */
+			logf_limited(&s->rl_accept, "accept failed: %s", err.msg);
+			continue;
 		}
 		if (s->active >= s->max_clients) {
 			reject_full(s, fd);
@@ -369,7 +460,8 @@ static void on_listen(struct server *s)
 		evict_if_full(s);
 		p = free_pending(s);
 		if (!p) {
-			logf_("dropped a connection: too many handshakes ending at once");
+			logf_limited(&s->rl_dropped,
+				     "dropped a connection: too many handshakes ending at once");
 			close(fd);
 			continue;
 		}
@@ -400,14 +492,12 @@ static void activate(struct server *s, struct slot *sl, unsigned int idx)
 {
 	const struct srdma_conn_info *i = srdma_conn_info(sl->conn);
 	struct ibv_comp_channel *ch = srdma_conn_channel(sl->conn);
-	int fl = fcntl(ch->fd, F_GETFL);
 
 	sl->state = SLOT_ACTIVE;
 	s->active++;
-	if (fl < 0 || fcntl(ch->fd, F_SETFL, fl | O_NONBLOCK) < 0 ||
-	    !watch(s, srdma_conn_ctrl_fd(sl->conn), EV_TAG(EV_CTRL, idx)) ||
+	if (!watch(s, srdma_conn_ctrl_fd(sl->conn), EV_TAG(EV_CTRL, idx)) ||
 	    !watch(s, ch->fd, EV_TAG(EV_CQ, idx))) {
-		close_slot(s, sl, 6, "internal error");
+		close_slot(s, sl, SRDMA_ERROR_INTERNAL, "internal error");
 		return;
 	}
 	logf_("client %u: accepted from %s, %s %s%s%s", sl->id, i->peer_addr,
@@ -421,6 +511,15 @@ static void activate(struct server *s, struct slot *sl, unsigned int idx)
 		      sl->id, i->local_psn, i->remote_psn,
 		      (unsigned long long)(uintptr_t)srdma_conn_window(sl->conn)->addr,
 		      srdma_conn_window(sl->conn)->rkey, srdma_conn_window(sl->conn)->len);
+}
+
+/* A client whose CQs need serving: at the back of the ring, once. */
+static void enqueue(struct server *s, unsigned int idx)
+{
+	if (s->slots[idx].queued)
+		return;
+	s->slots[idx].queued = true;
+	s->ready[(s->ready_head + s->ready_len++) % s->max_clients] = idx;
 }
 
 static struct slot *free_slot(struct server *s, unsigned int *idx)
@@ -444,7 +543,7 @@ static void on_handshakes(struct server *s)
 		struct pending *p = &s->pend[i];
 		struct slot *sl;
 		unsigned int idx;
-		bool done;
+		bool done, queued;
 
 		pthread_mutex_lock(&s->lock);
 		done = p->state == PEND_DONE;
@@ -455,8 +554,8 @@ static void on_handshakes(struct server *s)
 		close(p->hold_fd);
 		p->state = PEND_FREE;
 		if (p->rc) {
-			logf_("client %u: setup failed at %s: %s%s", p->id, p->err.step,
-			      p->err.msg, p->evicted ? " (evicted)" : "");
+			logf_limited(&s->rl_failed, "client %u: setup failed at %s: %s%s", p->id,
+				     p->err.step, p->err.msg, p->evicted ? " (evicted)" : "");
 			continue;
 		}
 		/* Handshakes run beside the clients: more may finish than
@@ -465,16 +564,18 @@ static void on_handshakes(struct server *s)
 		if (!sl) {
 			logf_("client %u: refused after setup: server full (%u clients)", p->id,
 			      s->max_clients);
-			srdma_conn_close(p->conn, 1, "server full");
+			srdma_conn_close(p->conn, SRDMA_ERROR_SERVER_FULL, "server full");
 			continue;
 		}
+		queued = sl->queued;	/* its old entry may still be in the ring */
 		memset(sl, 0, sizeof(*sl));
+		sl->queued = queued;
 		sl->id = p->id;
 		sl->conn = p->conn;
 		activate(s, sl, idx);
 		/* A SEND may have landed before we watched the channel. */
 		if (sl->state == SLOT_ACTIVE)
-			on_cq(s, sl);
+			enqueue(s, idx);
 	}
 }
 
@@ -526,9 +627,13 @@ static int on_recv(struct slot *sl, const struct ibv_wc *wc)
 			return -1;
 		sl->writes++;
 		sl->bytes += len;
-		if (verbose)
-			logf_("client %u: RDMA write of %u bytes: \"%.*s\"", sl->id, len,
-			      (int)(len > 60 ? 60 : len), (const char *)w->addr);
+		if (verbose) {
+			/* The client's bytes, escaped: they reach a terminal. */
+			char shown[4 * 60 + 1];
+
+			logf_("client %u: RDMA write of %u bytes: \"%s\"", sl->id, len,
+			      escape_text(shown, sizeof(shown), w->addr, len > 60 ? 60 : len));
+		}
 		sl->send_busy[slot] = true;
 		return post_send(c, slot, APP_ACK_LEN, APP_IMM_WRITE_ACK) ? -1 : 0;
 	}
@@ -540,53 +645,118 @@ static int on_recv(struct slot *sl, const struct ibv_wc *wc)
 	return post_send(c, slot, wc->byte_len, APP_IMM_ECHO) ? -1 : 0;
 }
 
-static void on_cq(struct server *s, struct slot *sl)
-{
-	struct ibv_wc wc;
-	int n;
+/* Completions served per client per turn of the loop. */
+#define CQ_BATCH 16
 
-	while ((n = srdma_conn_next_wc(sl->conn, 0, &wc)) > 0) {
+/* Serve one batch of a client's completions; true when more may wait. */
+static bool on_cq(struct server *s, struct slot *sl)
+{
+	struct ibv_wc wc[CQ_BATCH];
+	int n = srdma_conn_poll_wc(sl->conn, wc, CQ_BATCH);
+
+	if (n < 0) {
+		close_slot(s, sl, SRDMA_ERROR_INTERNAL, "completion queue error");
+		return false;
+	}
+	for (int k = 0; k < n; k++) {
 		char why[96];
 
-		if (wc.status != IBV_WC_SUCCESS) {
-			snprintf(why, sizeof(why), "QP error: %s", ibv_wc_status_str(wc.status));
-			close_slot(s, sl, 5, why);
-			return;
+		if (wc[k].status != IBV_WC_SUCCESS) {
+			snprintf(why, sizeof(why), "QP error: %s", ibv_wc_status_str(wc[k].status));
+			close_slot(s, sl, SRDMA_ERROR_QP, why);
+			return false;
 		}
-		if (wc.wr_id >= SRDMA_SLOTS) {
-			close_slot(s, sl, 6, "internal error: bad work request id");
-			return;
+		if (wc[k].wr_id >= SRDMA_SLOTS) {
+			close_slot(s, sl, SRDMA_ERROR_INTERNAL, "internal error: bad work request id");
+			return false;
 		}
-		if (wc.opcode & IBV_WC_RECV) {
-			if (on_recv(sl, &wc)) {
-				close_slot(s, sl, 3, "bad RDMA message");
-				return;
+		if (wc[k].opcode & IBV_WC_RECV) {
+			if (on_recv(sl, &wc[k])) {
+				close_slot(s, sl, SRDMA_ERROR_BAD_MESSAGE, "bad RDMA message");
+				return false;
 			}
 		} else {
-			sl->send_busy[wc.wr_id] = false;
-			if (srdma_conn_post_recv(sl->conn, (unsigned int)wc.wr_id)) {
-				close_slot(s, sl, 5, "cannot post a receive");
-				return;
+			sl->send_busy[wc[k].wr_id] = false;
+			if (srdma_conn_post_recv(sl->conn, (unsigned int)wc[k].wr_id)) {
+				close_slot(s, sl, SRDMA_ERROR_INTERNAL, "cannot post a receive");
+				return false;
 			}
 		}
 	}
-	if (n < 0)
-		close_slot(s, sl, 5, "completion queue error");
+	return n == CQ_BATCH;
+}
+
+/* One turn for each client that was waiting when the turn began. */
+static void serve_ready(struct server *s)
+{
+	for (unsigned int turns = s->ready_len; turns > 0; turns--) {
+		unsigned int idx = s->ready[s->ready_head];
+		struct slot *sl = &s->slots[idx];
+
+		s->ready_head = (s->ready_head + 1) % s->max_clients;
+		s->ready_len--;
+		sl->queued = false;
+		if (sl->state == SLOT_ACTIVE && on_cq(s, sl))
+			enqueue(s, idx);
+	}
 }
 
 static void on_ctrl(struct server *s, struct slot *sl)
 {
 	struct srdma_err err;
 	int rc = srdma_conn_poll_ctrl(sl->conn, &err);
-	char why[sizeof(err.step) + sizeof(err.msg) + 2];
+	char why[sizeof(err.step) + sizeof(err.msg) + 32];
+	uint16_t code = 0;
 
 	if (rc == 0)
 		return;
-	if (rc > 0)
-		snprintf(why, sizeof(why), "%s", strcmp(err.msg, "bye") ? err.msg : "client said bye");
-	else
+	if (rc > 0 && err.code == 0) {
+		snprintf(why, sizeof(why), "client said bye");
+	} else if (rc > 0 && err.code == -ECONNABORTED) {
+		snprintf(why, sizeof(why), "client reported: %s", err.msg);
+	} else if (rc > 0 && err.code == -ETIMEDOUT) {
+		snprintf(why, sizeof(why), "%s", err.msg);
+		code = SRDMA_ERROR_NOT_RESPONDING;
+	} else if (rc > 0) {
+		snprintf(why, sizeof(why), "%s", err.msg);
+	} else {
 		snprintf(why, sizeof(why), "%s: %s", err.step, err.msg);
-	close_slot(s, sl, rc < 0 ? 3 : 0, why);
+		code = SRDMA_ERROR_BAD_MESSAGE;
+	}
+	close_slot(s, sl, code, why);
+}
+
+/* Liveness: each client whose control timer is due is served now. */
+static void on_tick(struct server *s)
+{
+	struct ratelimit *rls[] = { &s->rl_accept, &s->rl_refused, &s->rl_evicted,
+				    &s->rl_failed, &s->rl_dropped };
+
+	for (unsigned int i = 0; i < s->max_clients; i++) {
+		struct slot *sl = &s->slots[i];
+
+		if (sl->state == SLOT_ACTIVE && srdma_conn_ctrl_timeout_ms(sl->conn) == 0)
+			on_ctrl(s, sl);
+	}
+	/* Say how many lines a past second suppressed, without waiting
+	 * for the next line of that kind. */
+	for (size_t i = 0; i < sizeof(rls) / sizeof(rls[0]); i++)
+		rl_roll(rls[i], now_us());
+	s->next_tick = now_us() + s->tick_ms * 1000.0;
+}
+
+/* How long the loop may sleep: not past a due tick or the listener's rest,
+ * and not at all while clients wait for their turn. */
+static int loop_timeout(const struct server *s)
+{
+	double until = s->next_tick, left;
+
+	if (s->ready_len)
+		return 0;
+	if (s->listen_paused && s->listen_resume < until)
+		until = s->listen_resume;
+	left = (until - now_us()) / 1000;
+	return left <= 0 ? 0 : (int)left + 1;
 }
 
 /* --- main --- */
@@ -623,6 +793,8 @@ static int parse_args(int argc, char **argv, struct srdma_server_opts *o,
 		{ "gid-index", required_argument, NULL, 'g' },
 		{ "buf-size", required_argument, NULL, 's' },
 		{ "handshake-timeout", required_argument, NULL, 't' },
+		{ "peer-timeout", required_argument, NULL, 'T' },
+		{ "crl", required_argument, NULL, 'r' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "psn-mode", required_argument, NULL, 'P' },
 		{ "no-resumption", no_argument, NULL, 'R' },
@@ -633,7 +805,7 @@ static int parse_args(int argc, char **argv, struct srdma_server_opts *o,
 	unsigned long v;
 	int ch;
 
-	while ((ch = getopt_long(argc, argv, "p:b:c:k:C:m:H:d:i:g:s:t:P:RvVh", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "p:b:c:k:C:m:H:d:i:g:s:t:T:r:P:RvVh", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'p':
 			if (!parse_ulong(prog, "--port", optarg, 1, 65535, &v))
@@ -661,7 +833,7 @@ static int parse_args(int argc, char **argv, struct srdma_server_opts *o,
 			o->rdma.ib_port = (int)v;
 			break;
 		case 'g':
-			if (!parse_ulong(prog, "--gid-index", optarg, 0, 65535, &v))
+			if (!parse_ulong(prog, "--gid-index", optarg, 0, 255, &v))
 				return 2;
 			o->rdma.gid_index = (int)v;
 			break;
@@ -675,6 +847,11 @@ static int parse_args(int argc, char **argv, struct srdma_server_opts *o,
 				return 2;
 			o->handshake_ms = (int)v;
 			break;
+		case 'T':
+			if (!parse_peer_timeout(prog, optarg, &o->peer_timeout_ms))
+				return 2;
+			break;
+		case 'r': o->crl_file = optarg; break;
 		case 'P':
 			if (!strcmp(optarg, "exchange"))
 				o->rdma.psn_mode = SRDMA_PSN_EXCHANGE;
@@ -723,7 +900,7 @@ static void shutdown_all(struct server *s)
 		pthread_join(p->thread, NULL);
 		close(p->hold_fd);
 		if (!p->rc)
-			srdma_conn_close(p->conn, 8, "server shutting down");
+			srdma_conn_close(p->conn, SRDMA_ERROR_SHUTDOWN, "server shutting down");
 		p->state = PEND_FREE;
 	}
 	for (unsigned int i = 0; i < s->max_clients; i++)
@@ -739,7 +916,12 @@ int main(int argc, char **argv)
 {
 	struct srdma_server_opts o;
 	struct server s = { .max_clients = SRDMA_DEFAULT_MAX_CLIENTS, .max_handshakes = 64,
-			    .epfd = -1, .sigfd = -1, .evfd = -1 };
+			    .epfd = -1, .sigfd = -1, .evfd = -1,
+			    .rl_accept = { .what = "accept failed" },
+			    .rl_refused = { .what = "refused a connection" },
+			    .rl_evicted = { .what = "handshake evicted" },
+			    .rl_failed = { .what = "setup failed" },
+			    .rl_dropped = { .what = "dropped a connection" } };
 	struct srdma_err err;
 	sigset_t sigs;
 	int rc, status = 1;
@@ -759,9 +941,10 @@ int main(int argc, char **argv)
 	fit_nofile(&s);
 
 	s.slots = calloc(s.max_clients, sizeof(*s.slots));
+	s.ready = calloc(s.max_clients, sizeof(*s.ready));
 	s.pend_len = 2 * s.max_handshakes;
 	s.pend = calloc(s.pend_len, sizeof(*s.pend));
-	if (!s.slots || !s.pend) {
+	if (!s.slots || !s.ready || !s.pend) {
 		fprintf(stderr, "%s: out of memory\n", prog);
 		return 1;
 	}
@@ -784,9 +967,17 @@ int main(int argc, char **argv)
 	      srdma_listener_port(s.l), s.max_clients,
 	      o.client_ca ? ", client certificates required" : "");
 
+	/* Liveness timers are looked at six times per peer timeout (at most
+	 * once a second): a dead client is gone within 7/6 of it. */
+	s.tick_ms = o.peer_timeout_ms < 0 ? 1000 :
+		    (o.peer_timeout_ms ? o.peer_timeout_ms : SRDMA_DEFAULT_PEER_TIMEOUT_MS) / 6;
+	if (s.tick_ms > 1000)
+		s.tick_ms = 1000;
+	s.next_tick = now_us() + s.tick_ms * 1000.0;
+
 	for (;;) {
 		struct epoll_event ev[64];
-		int n = epoll_wait(s.epfd, ev, 64, -1);
+		int n = epoll_wait(s.epfd, ev, 64, loop_timeout(&s));
 
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -824,10 +1015,20 @@ int main(int argc, char **argv)
 				break;
 			case EV_CQ:
 				if (s.slots[idx].state == SLOT_ACTIVE)
-					on_cq(&s, &s.slots[idx]);
+					enqueue(&s, idx);
 				break;
 			}
 		}
+		if (s.listen_paused && now_us() >= s.listen_resume) {
+			s.listen_paused = false;
+			if (watch(&s, srdma_listener_fd(s.l), EV_LISTEN))
+				on_listen(&s);
+			else
+				pause_listener(&s, strerror(errno));
+		}
+		if (now_us() >= s.next_tick)
+			on_tick(&s);
+		serve_ready(&s);
 	}
 out:
 	if (s.l) {
@@ -843,6 +1044,7 @@ out:
 		close(s.epfd);
 	srdma_listener_free(s.l);
 	free(s.slots);
+	free(s.ready);
 	free(s.pend);
 	pthread_mutex_destroy(&s.lock);
 	if (status == 0)
