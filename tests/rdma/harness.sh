@@ -9,7 +9,9 @@ certs=${SRDMA_TEST_CERTS:?SRDMA_TEST_CERTS not set}
 dev=$(rdma_device) || exit 1
 tmp=$(mktemp -d)
 srv_pid=
+lo_mtu=
 cleanup() {
+	[ -n "$lo_mtu" ] && ip link set lo mtu "$lo_mtu"
 	[ -n "$srv_pid" ] && kill -9 "$srv_pid" 2>/dev/null
 	jobs -p | xargs -r kill -9 2>/dev/null
 	rm -rf "$tmp"
@@ -45,6 +47,27 @@ stop_server() {
 
 client() { # ARGS... (commands on stdin)
 	timeout 120 "$bin/srdma-client" --port "$port" --dev "$dev" --ca "$certs/ca.pem" "$@"
+}
+
+# small_loopback_mtu: loopback at Ethernet's 1500 bytes (as root; restored
+# at exit). With lo's 64 KiB MTU the kernel grows a socket's send buffer to
+# megabytes, so a peer that stops reading takes minutes to back it up; at
+# 1500 it takes seconds, as on a real network.
+small_loopback_mtu() {
+	[ "$(id -u)" = 0 ] && command -v ip >/dev/null || return 0
+	lo_mtu=$(cat /sys/class/net/lo/mtu)
+	ip link set lo mtu 1500 || lo_mtu=
+}
+
+# client_bg NAME ARGS...: srdma-client in the background, itself ($! is
+# its pid), reading the feeder NAME's FIFO, output in $tmp/NAME.out.
+client_bg() {
+	local name=$1 fdvar=${1}_fd
+	shift
+	(
+		eval "exec ${!fdvar}>&-"
+		exec "$bin/srdma-client" --port "$port" --dev "$dev" --ca "$certs/ca.pem" "$@"
+	) <"$tmp/$name.in" >"$tmp/$name.out" 2>&1 &
 }
 
 # feeder NAME: a FIFO $tmp/NAME.in held open on a new fd whose number goes

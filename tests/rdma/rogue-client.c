@@ -9,11 +9,19 @@
  *                     and print "wc: STATUS"
  *   bad-rkey          the same with this connection's rkey, bits flipped
  *
+ *   pipeline N SECS   keep N small SENDs in flight for SECS seconds (a client
+ *                     that never lets the server's CQ run dry), reposting
+ *                     receives as the echoes come; prints "pipeline: ..."
+ *   keyupdate-flood   TLS KeyUpdate(update_requested) records, one after
+ *                     another, never reading what comes back, until the
+ *                     server hangs up; prints "flood: ..." with how it ended
+ *
  * A failed write leaves the TLS connection open: the server can only learn
  * of it through the QP.
  *
- * --binding wrong|none breaks the peer binding: a wrong MAC, or plain data
- * where the binding message belongs (the library's test seam).
+ * --binding wrong|none|vanish breaks the peer binding: a wrong MAC, plain
+ * data where the binding message belongs, or the TCP connection closed in
+ * its place (the library's test seam).
  *
  * Usage: rogue-client --ca FILE --port N [--dev NAME] [--timeout MS]
  *                     [--binding wrong|none] HOST
@@ -26,6 +34,7 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 
+#include "keyupdate.h"
 #include "srdma_internal.h"
 
 static void rdma_write(struct srdma_conn *c, uint32_t rkey, uint64_t addr)
@@ -52,10 +61,77 @@ static void rdma_write(struct srdma_conn *c, uint32_t rkey, uint64_t addr)
 	fflush(stdout);
 }
 
+static bool post_small_send(struct srdma_conn *c)
+{
+	const struct srdma_buf *b = srdma_conn_send_buf(c);
+	struct ibv_sge sge = { .addr = (uintptr_t)b->addr, .length = 8, .lkey = b->lkey };
+	struct ibv_send_wr wr = { .sg_list = &sge, .num_sge = 1, .opcode = IBV_WR_SEND,
+				  .send_flags = IBV_SEND_SIGNALED }, *bad;
+
+	memcpy(b->addr, "pipeline", 8);
+	return ibv_post_send(srdma_conn_qp(c), &wr, &bad) == 0;
+}
+
+/* Up to depth SENDs outstanding (sent, echo not yet back) for secs. */
+static void pipeline(struct srdma_conn *c, int depth, int secs)
+{
+	int64_t end = srdma_now_ms() + secs * 1000;
+	unsigned long sent = 0, echoed = 0;
+	int sends_out = 0, echoes_due = 0;
+	const char *how = "done";
+
+	if (depth < 1 || depth > SRDMA_SLOTS - 1)
+		depth = SRDMA_SLOTS - 1;
+	while (srdma_now_ms() < end) {
+		struct srdma_err err;
+		struct ibv_wc wc;
+		int n;
+
+		if (srdma_conn_poll_ctrl(c, &err)) {	/* the server said BYE */
+			how = "the server closed";
+			break;
+		}
+		/* Our send queue holds SRDMA_SLOTS: only as many as it takes. */
+		while (echoes_due < depth && sends_out < SRDMA_SLOTS && post_small_send(c)) {
+			sent++;
+			sends_out++;
+			echoes_due++;
+		}
+		n = srdma_conn_next_wc(c, 200, &wc);
+		if (n < 0 || (n == 1 && wc.status != IBV_WC_SUCCESS)) {
+			how = n < 0 ? "completion error" : ibv_wc_status_str(wc.status);
+			break;
+		}
+		if (n == 0)
+			continue;
+		if (wc.opcode & IBV_WC_RECV) {
+			echoed++;
+			echoes_due--;
+			srdma_conn_post_recv(c, (unsigned int)wc.wr_id);
+		} else {
+			sends_out--;
+		}
+	}
+	printf("pipeline: %lu sent, %lu echoed; %s\n", sent, echoed, how);
+	fflush(stdout);
+}
+
+/* KeyUpdates until the server closes (or a minute passes); never reads. */
+static void flood(struct srdma_conn *c)
+{
+	unsigned long sent;
+	const char *how = keyupdate_flood(c->ssl, srdma_conn_ctrl_fd(c),
+					  srdma_now_ms() + 60000, &sent);
+
+	printf("flood: %lu KeyUpdates sent; %s\n", sent, how);
+	fflush(stdout);
+}
+
 static void run_commands(struct srdma_conn *c)
 {
 	const struct srdma_conn_info *i = srdma_conn_info(c);
 	char line[256], rs[64], as[64];
+	int depth, secs;
 
 	while (fgets(line, sizeof(line), stdin)) {
 		if (sscanf(line, "write %63s %63s", rs, as) == 2) {
@@ -66,6 +142,10 @@ static void run_commands(struct srdma_conn *c)
 			rdma_write(c, rkey, addr);
 		} else if (!strncmp(line, "bad-rkey", 8)) {
 			rdma_write(c, i->remote_rkey ^ 0x5a5a00u, i->remote_addr);
+		} else if (sscanf(line, "pipeline %d %d", &depth, &secs) == 2) {
+			pipeline(c, depth, secs);
+		} else if (!strncmp(line, "keyupdate-flood", 15)) {
+			flood(c);
 		} else {
 			printf("unknown command\n");
 			fflush(stdout);
@@ -98,7 +178,8 @@ int main(int argc, char **argv)
 		case 't': o.handshake_ms = atoi(optarg); break;
 		case 'b':
 			srdma_binding_fault = !strcmp(optarg, "wrong") ? 1 :
-					      !strcmp(optarg, "none") ? 2 : -1;
+					      !strcmp(optarg, "none") ? 2 :
+					      !strcmp(optarg, "vanish") ? 3 : -1;
 			if (srdma_binding_fault < 0)
 				return 2;
 			break;

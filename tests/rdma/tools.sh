@@ -39,8 +39,17 @@ json)
 	rc=$?
 	echo "$out"
 	[ "$rc" = 0 ] || fail "client exited $rc"
-	grep -qE '^\{"event":"connected",.*"local_qpn":[0-9]+,"remote_qpn":[0-9]+,"local_psn":[0-9]+,"remote_psn":[0-9]+,"tls":"TLSv1.3"' <<<"$out" ||
+	grep -qE '^\{"event":"connected",.*"local_qpn":[0-9]+,"remote_qpn":[0-9]+,"tls":"TLSv1.3"' <<<"$out" ||
 		fail "no connected event"
+	# Secrets (PSNs, the rkey, the window's address) only with -v.
+	grep -qE '_psn|rkey|window_addr' <<<"$out" && fail "secrets printed without -v: $out"
+	vout=$(printf 'info\nquit\n' | client --json -v 127.0.0.1)
+	echo "$vout"
+	grep -qE '^\{"event":"connected",.*"local_psn":[0-9]+,"remote_psn":[0-9]+,"rkey":[0-9]+,"window_addr":[0-9]+,' <<<"$vout" ||
+		fail "-v did not print the secrets"
+	# The window is registered zero-based: the client is told offset 0,
+	# not where the server's memory lies.
+	grep -qE '"window_addr":0,' <<<"$vout" || fail "the server's window address was revealed"
 	grep -qF '{"event":"echo","data":"{\"quoted\"}","rtt_us":' <<<"$out" || fail "no echo event"
 	grep -qF '{"event":"write","bytes":1,"ok":true' <<<"$out" || fail "no write event"
 	grep -qF '{"event":"error","step":"command","message":"unknown command' <<<"$out" ||
@@ -324,6 +333,215 @@ valgrind)
 	grep -q 'definitely lost: 0 bytes' "$tmp/vg.log" || grep -q 'no leaks are possible' "$tmp/vg.log" ||
 		fail "valgrind: definite leaks"
 	;;
+escapes)
+	# Bytes a peer sends reach logs and terminals escaped, on both sides:
+	# a client's escape sequences (a title change, a screen clear) in the
+	# server's -v log, the server's echo of them on the client's terminal.
+	start_server -v
+	esc=$'\e]0;pwned\a\e[2J'
+	out=$(printf 'send %s\nwrite %s\nquit\n' "$esc" "$esc" | client localhost)
+	printf '%s\n' "$out" | cat -v
+	grep -q 'closed: quit' <<<"$out" || fail "the client did not finish"
+	# Control: the bytes went through (they arrive, escaped, on each side).
+	grep -qF 'echo: \x1b]0;pwned\x07\x1b[2J' <<<"$out" || fail "no escaped echo on the client"
+	wait_for "$tmp/server.log" 'RDMA write of 14 bytes: "\\x1b\]0;pwned\\x07\\x1b\[2J"' 30 ||
+		fail "the server did not log the write, escaped"
+	stop_server
+	# The attack: not one raw escape byte on either side.
+	LC_ALL=C grep -q $'\e' <<<"$out" && fail "raw escape bytes reached the client's terminal"
+	LC_ALL=C grep -q $'\e' "$tmp/server.log" && fail "raw escape bytes reached the server's log"
+	LC_ALL=C grep -q $'\a' "$tmp/server.log" && fail "a raw BEL reached the server's log"
+	cat -v "$tmp/server.log"
+	;;
+fairness)
+	# One turn per client per loop: several clients in tight ping-pong
+	# share the server evenly, and it still serves a new client and a
+	# signal at once, even beside a client that never lets its CQ run dry
+	# (15 SENDs always in flight). 71f92e8 served a client until its CQ
+	# was empty: that client kept the loop; SIGTERM waited more than 10 s.
+	start_server
+	rogue hog
+	echo "pipeline 15 30" >&"$hog_fd"
+	sleep 1
+	for i in 1 2 3; do
+		feeder "b$i"
+		fd=b${i}_fd
+		client --json localhost <"$tmp/b$i.in" >"$tmp/b$i.out" 2>&1 &
+		echo "auto 1000000" >&"${!fd}"
+	done
+	for i in 1 2 3; do
+		wait_for "$tmp/b$i.out" '"event":"connected"' 60 || fail "client $i did not connect"
+	done
+	sleep 2
+	# A new client is served while the three hammer the server.
+	t0=$SECONDS
+	out=$(printf 'send new one\nquit\n' | client --timeout 10000 localhost 2>&1)
+	echo "new client served in $((SECONDS - t0)) s: $out"
+	grep -q '^echo: new one' <<<"$out" || fail "a new client was not served under load"
+	sleep 2
+	t_kill=$EPOCHREALTIME
+	kill -TERM "$srv_pid"
+	wait_for "$tmp/server.log" 'signal Terminated: shutting down' 20 || fail "SIGTERM not handled"
+	# The log's wall-clock time of the shutdown line, against the kill.
+	printf -v day '%(%Y-%m-%d)T' -1
+	hms=$(grep -m1 'signal Terminated' "$tmp/server.log" | cut -d' ' -f1)
+	handled=$(date -d "$day $hms" +%s.%N)
+	delay_ms=$(awk -v a="$t_kill" -v b="$handled" 'BEGIN { d = (b - a) * 1000; if (d < -43200000) d += 86400000; printf "%d", d }')
+	echo "SIGTERM handled $delay_ms ms after it was sent"
+	[ "$delay_ms" -le 1000 ] || fail "SIGTERM waited $delay_ms ms"
+	wait "$srv_pid"
+	srv_pid=
+	for i in 1 2 3; do
+		wait_for "$tmp/b$i.out" '"event":"auto"' 30 || fail "client $i did not stop"
+	done
+	ok=()
+	for i in 1 2 3; do
+		ok+=("$(sed -nE 's/.*"event":"auto".*"echoes_ok":([0-9]+).*/\1/p' "$tmp/b$i.out")")
+	done
+	wait_for "$tmp/hog.out" '^pipeline: ' 60 || fail "the pipelining client did not finish"
+	echo "echo rounds per client: ${ok[*]}; beside them, $(grep '^pipeline: ' "$tmp/hog.out")"
+	min=$(printf '%s\n' "${ok[@]}" | sort -n | head -n 1)
+	max=$(printf '%s\n' "${ok[@]}" | sort -n | tail -n 1)
+	[ "$min" -gt 0 ] && [ "$max" -le $((2 * min)) ] ||
+		fail "unfair shares: ${ok[*]} (the most more than twice the least)"
+	;;
+liveness)
+	# A client that hangs (SIGSTOP), idle or in the middle of its
+	# rounds, is noticed by the liveness probe and its slot freed;
+	# a live idle client is not. And the client side: a hung server is
+	# noticed by the client. (71f92e8: a stopped client kept its slot
+	# until the server restarted.)
+	start_server --peer-timeout 3000 --max-clients 3
+	# (started directly, not through client(): $! must be the client
+	# itself for the signals to reach it)
+	feeder live
+	client_bg live --json --peer-timeout 3000 localhost
+	feeder idle
+	client_bg idle --json localhost
+	idle_pid=$!
+	feeder busy
+	client_bg busy --json localhost
+	busy_pid=$!
+	wait_for "$tmp/live.out" '"event":"connected"' 60 || fail "live client not connected"
+	wait_for "$tmp/idle.out" '"event":"connected"' 60 || fail "idle client not connected"
+	wait_for "$tmp/busy.out" '"event":"connected"' 60 || fail "busy client not connected"
+	echo "auto 1000000" >&"$busy_fd"
+	sleep 1
+	kill -STOP "$idle_pid" "$busy_pid"
+	t0=$SECONDS
+	wait_for "$tmp/server.log" 'client 2: closed: the peer is not responding' 20 ||
+		fail "a stopped idle client kept its slot"
+	wait_for "$tmp/server.log" 'client 3: closed: the peer is not responding' 20 ||
+		fail "a client stopped mid-session kept its slot"
+	echo "both stopped clients dropped within $((SECONDS - t0)) s (peer timeout 3 s)"
+	# The slots are free: two new clients get in beside the live one.
+	for i in 1 2; do
+		out=$(printf 'send after the hang\nquit\n' | client localhost)
+		grep -q '^echo: after the hang' <<<"$out" || fail "no slot after the hang: $out"
+	done
+	kill -KILL "$idle_pid" "$busy_pid"
+	# Control: the live idle client answered every probe all along.
+	sleep 4
+	grep -q 'client 1: closed' "$tmp/server.log" && fail "a live idle client was dropped"
+	echo "send still here" >&"$live_fd"
+	wait_for "$tmp/live.out" '"data":"still here"' 30 || fail "the live client lost its connection"
+	# The client's side: a stopped server is declared dead by its client.
+	kill -STOP "$srv_pid"
+	t0=$SECONDS
+	wait_for "$tmp/live.out" '"event":"closed","reason":"server not responding"' 30 ||
+		fail "the client did not notice the hung server: $(cat "$tmp/live.out")"
+	echo "the client gave up on the stopped server after $((SECONDS - t0)) s"
+	kill -CONT "$srv_pid"
+	stop_server
+	cat "$tmp/server.log"
+	;;
+server-killed)
+	# A client in the middle of its rounds whose server dies notices at
+	# once on the control channel, not after each command's own timeout
+	# (here a minute; 71f92e8 waited it out, command after command).
+	start_server
+	feeder k
+	client --json --op-timeout 60000 localhost <"$tmp/k.in" >"$tmp/k.out" 2>&1 {k_fd}>&- &
+	cpid=$!
+	wait_for "$tmp/k.out" '"event":"connected"' 60 || fail "not connected"
+	echo "auto 1000000" >&"$k_fd"
+	sleep 2
+	kill -KILL "$srv_pid"
+	t0=$SECONDS
+	srv_pid=
+	wait "$cpid"
+	rc=$?
+	echo "client exit $rc after $((SECONDS - t0)) s:"
+	tail -n 3 "$tmp/k.out"
+	[ "$rc" = 1 ] || fail "the client exited $rc"
+	[ $((SECONDS - t0)) -le 15 ] || fail "the client waited out its command timeout"
+	grep -q '"event":"closed","reason":"connection lost"' "$tmp/k.out" || fail "no 'connection lost'"
+	grep -qE '"event":"auto","rounds":1000000,"echoes_ok":[0-9]+,' "$tmp/k.out" ||
+		fail "the rounds were not reported"
+	;;
+dead-host)
+	# A client host that vanishes without a word (its link cut: no FIN, no
+	# RST, nothing answers) is declared dead by the server within the
+	# peer timeout, and the client, cut off too, gives up on the server.
+	# The client lives in a network namespace joined by a veth pair.
+	command -v ip >/dev/null && [ "$(id -u)" = 0 ] || { echo "SKIP: needs root and ip"; exit 77; }
+	ns=srdma-far-$$
+	ip netns add "$ns" || { echo "SKIP: no network namespaces"; exit 77; }
+	trap 'ip netns del "$ns" 2>/dev/null; ip link del srdfar0 2>/dev/null; cleanup' EXIT
+	ip link add srdfar0 type veth peer name srdfar1 || fail "veth"
+	ip link set srdfar1 netns "$ns"
+	ip addr add 10.78.0.1/24 dev srdfar0
+	ip link set srdfar0 up
+	ip -n "$ns" addr add 10.78.0.2/24 dev srdfar1
+	ip -n "$ns" link set srdfar1 up
+	ip -n "$ns" link set lo up
+	start_server --peer-timeout 3000
+	feeder far
+	ip netns exec "$ns" timeout 120 "$bin/srdma-client" --port "$port" --dev "$dev" \
+		--ca "$certs/ca.pem" --server-name localhost --peer-timeout 3000 --json 10.78.0.1 \
+		<"$tmp/far.in" >"$tmp/far.out" 2>&1 {far_fd}>&- &
+	wait_for "$tmp/far.out" '"event":"connected"' 60 || fail "far client not connected: $(cat "$tmp/far.out")"
+	echo "send across" >&"$far_fd"
+	wait_for "$tmp/far.out" '"data":"across"' 30 || fail "no echo across"
+	# Control: idle and reachable, it stays through three probe periods.
+	sleep 4
+	grep -q 'client 1: closed' "$tmp/server.log" && fail "a reachable idle client was dropped"
+	ip -n "$ns" link set srdfar1 down
+	t0=$SECONDS
+	wait_for "$tmp/server.log" 'client 1: closed: (the peer is not responding|connection lost)' 30 ||
+		fail "the server kept a dead host's connection"
+	echo "server dropped the dead host after $((SECONDS - t0)) s"
+	wait_for "$tmp/far.out" '"event":"closed","reason":"(server not responding|connection lost)"' 30 ||
+		fail "the cut-off client did not give up: $(cat "$tmp/far.out")"
+	stop_server
+	cat "$tmp/server.log"
+	;;
+crl)
+	# --crl on both tools: a revoked certificate is refused with the
+	# reason; the same setup lets a good one through (the control).
+	start_server --client-ca "$certs/ca.pem" --crl "$certs/crl.pem"
+	out=$(printf 'send good\nquit\n' | client --cert "$certs/client.pem" --key "$certs/client.key" \
+		--crl "$certs/crl.pem" localhost 2>&1)
+	grep -q '^echo: good' <<<"$out" || fail "control: a good client certificate was refused: $out"
+	out=$(echo quit | client --cert "$certs/revoked-client.pem" --key "$certs/revoked-client.key" \
+		localhost 2>&1)
+	echo "revoked client: $out"
+	wait_for "$tmp/server.log" 'setup failed at tls handshake: certificate verify failed: certificate revoked' 30 ||
+		fail "a revoked client certificate was accepted"
+	stop_server
+	"$bin/srdma-server" --port "$port" --dev "$dev" --cert "$certs/revoked-server.pem" \
+		--key "$certs/revoked-server.key" >"$tmp/server.log" 2>&1 &
+	srv_pid=$!
+	wait_listen "$port" 30 || fail "server did not listen"
+	out=$(echo quit | client localhost 2>&1)
+	grep -q '^connected' <<<"$out" || fail "control: without --crl the revoked certificate is otherwise fine: $out"
+	out=$(echo quit | client --crl "$certs/crl.pem" localhost 2>&1)
+	rc=$?
+	echo "revoked server: exit $rc: $out"
+	[ "$rc" = 1 ] && grep -q 'tls handshake failed: certificate verify failed: certificate revoked' <<<"$out" ||
+		fail "a revoked server certificate was accepted"
+	stop_server
+	;;
 usage)
 	# Bad input: clear messages, exit 2, no crash.
 	"$bin/srdma-server" --cert x >"$tmp/o" 2>&1; rc=$?
@@ -340,12 +558,25 @@ usage)
 	[ "$rc" = 2 ] && grep -q 'no HOST given' "$tmp/o" || fail "client without host: exit $rc: $(cat "$tmp/o")"
 	"$bin/srdma-client" --ca "$certs/ca.pem" --port "$port" --dev "$dev" localhost </dev/null >"$tmp/o" 2>&1; rc=$?
 	[ "$rc" = 1 ] && grep -q 'connect failed: localhost port [0-9]*: Connection refused' "$tmp/o" || fail "no server: exit $rc: $(cat "$tmp/o")"
+	# A GID index an address vector cannot hold is refused, not cut.
+	"$bin/srdma-server" --cert x --key y --gid-index 256 >"$tmp/o" 2>&1; rc=$?
+	[ "$rc" = 2 ] && grep -q -- "--gid-index: '256' is not a number in 0..255" "$tmp/o" || fail "gid 256: exit $rc: $(cat "$tmp/o")"
+	"$bin/srdma-client" --ca x --gid-index 300 localhost >"$tmp/o" 2>&1; rc=$?
+	[ "$rc" = 2 ] && grep -q -- "--gid-index: '300' is not a number in 0..255" "$tmp/o" || fail "client gid 300: exit $rc: $(cat "$tmp/o")"
+	"$bin/srdma-server" --cert "$certs/server.pem" --key "$certs/server.key" --crl "$certs/crl.pem" \
+		--port "$port" --dev "$dev" >"$tmp/o" 2>&1; rc=$?
+	[ "$rc" = 1 ] && grep -q 'options failed: a CRL checks client certificates: it needs a client CA too' "$tmp/o" ||
+		fail "--crl without --client-ca: exit $rc: $(cat "$tmp/o")"
+	"$bin/srdma-client" --ca "$certs/ca.pem" --crl "$certs/ca.pem" --port "$port" --dev "$dev" localhost </dev/null >"$tmp/o" 2>&1; rc=$?
+	[ "$rc" = 1 ] && grep -q 'load CRL failed: .*ca.pem' "$tmp/o" || fail "a CRL file without a CRL: exit $rc: $(cat "$tmp/o")"
+	"$bin/srdma-client" --ca x --peer-timeout 100 localhost >"$tmp/o" 2>&1; rc=$?
+	[ "$rc" = 2 ] && grep -q -- "--peer-timeout: 100 ms is too short" "$tmp/o" || fail "peer timeout 100: exit $rc: $(cat "$tmp/o")"
 	"$bin/srdma-server" --help | grep -q -- '--max-clients N' || fail "server --help"
 	"$bin/srdma-client" --help | grep -q 'auto \[N\]' || fail "client --help"
 	echo "usage errors reported"
 	;;
 *)
-	echo "usage: $0 echo-write|json|full|kill-client|sigterm|tls-refusals|mtls|psn-exporter|bench-smoke|qp-error|deadline|valgrind|usage" >&2
+	echo "usage: $0 echo-write|json|full|kill-client|sigterm|tls-refusals|mtls|psn-exporter|bench-smoke|qp-error|deadline|valgrind|escapes|fairness|liveness|server-killed|dead-host|crl|usage" >&2
 	exit 2
 	;;
 esac
