@@ -414,16 +414,17 @@ liveness)
 	start_server --peer-timeout 3000 --max-clients 3
 	# (started directly, not through client(): $! must be the client
 	# itself for the signals to reach it)
+	# One after the other, so that the server numbers them 1, 2, 3.
 	feeder live
 	client_bg live --json --peer-timeout 3000 localhost
+	wait_for "$tmp/live.out" '"event":"connected"' 60 || fail "live client not connected"
 	feeder idle
 	client_bg idle --json localhost
 	idle_pid=$!
+	wait_for "$tmp/idle.out" '"event":"connected"' 60 || fail "idle client not connected"
 	feeder busy
 	client_bg busy --json localhost
 	busy_pid=$!
-	wait_for "$tmp/live.out" '"event":"connected"' 60 || fail "live client not connected"
-	wait_for "$tmp/idle.out" '"event":"connected"' 60 || fail "idle client not connected"
 	wait_for "$tmp/busy.out" '"event":"connected"' 60 || fail "busy client not connected"
 	echo "auto 1000000" >&"$busy_fd"
 	sleep 1
