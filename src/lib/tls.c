@@ -184,7 +184,7 @@ static int ticket_key_cb(SSL *ssl, unsigned char key_name[16], unsigned char *iv
 {
 	struct ticket_keys *tk = ticket_keys_of(SSL_get_SSL_CTX(ssl));
 	const struct ticket_key *k = NULL;
-	int ret = 0;
+	int ret;
 
 	/* No TLS 1.2 tickets: none issued, none accepted. */
 	if (!tk || SSL_version(ssl) != TLS1_3_VERSION)
@@ -200,18 +200,17 @@ static int ticket_key_cb(SSL *ssl, unsigned char key_name[16], unsigned char *iv
 		memcpy(key_name, k->name, sizeof(k->name));
 		if (RAND_bytes(iv, EVP_CIPHER_get_iv_length(EVP_aes_256_cbc())) != 1)
 			k = NULL;
-		ret = 1;
 	} else if (tk->cur.set && memcmp(key_name, tk->cur.name, 16) == 0) {
 		k = &tk->cur;
-		ret = 2;
 	} else if (tk->prev.set && memcmp(key_name, tk->prev.name, 16) == 0) {
 		k = &tk->prev;
-		ret = 2;
 	}
-	if (k && ticket_cipher_init(k, iv, cctx, hctx, enc))
-		ret = -1;
-	else if (!k)
+	if (!k)
 		ret = enc ? -1 : 0;
+	else if (ticket_cipher_init(k, iv, cctx, hctx, enc))
+		ret = -1;
+	else
+		ret = enc ? 1 : 2;
 	pthread_mutex_unlock(&tk->lock);
 	return ret;
 }

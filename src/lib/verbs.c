@@ -446,16 +446,6 @@ void srdma_verbs_destroy(struct srdma_conn *c)
 	c->pd = NULL;
 }
 
-/* Poll both CQs once. */
-static int poll_once(struct srdma_conn *c, struct ibv_wc *wc)
-{
-	int n = ibv_poll_cq(c->recv_cq, 1, wc);
-
-	if (n == 0)
-		n = ibv_poll_cq(c->send_cq, 1, wc);
-	return n < 0 ? -EIO : n;
-}
-
 /* Take the completion events that have arrived (the fd is non-blocking). */
 static int take_events(struct srdma_conn *c)
 {
@@ -503,17 +493,9 @@ int srdma_conn_next_wc(struct srdma_conn *c, int timeout_ms, struct ibv_wc *wc)
 
 	for (;;) {
 		struct pollfd p = { .fd = c->channel->fd, .events = POLLIN };
-		struct ibv_cq *cq;
-		void *ctx;
-		int n = poll_once(c, wc);
+		/* One completion, or none with both CQs armed again. */
+		int n = srdma_conn_poll_wc(c, wc, 1);
 
-		if (n)
-			return n;
-		/* Re-arm, then poll again: a completion that arrived before
-		 * the arming would otherwise raise no event. */
-		if (ibv_req_notify_cq(c->send_cq, 0) || ibv_req_notify_cq(c->recv_cq, 0))
-			return -EIO;
-		n = poll_once(c, wc);
 		if (n)
 			return n;
 		n = poll(&p, 1, srdma_ms_left(deadline));
@@ -523,8 +505,5 @@ int srdma_conn_next_wc(struct srdma_conn *c, int timeout_ms, struct ibv_wc *wc)
 			return -errno;
 		if (n == 0)
 			return 0;
-		if (ibv_get_cq_event(c->channel, &cq, &ctx))
-			return -EIO;
-		ibv_ack_cq_events(cq, 1);
 	}
 }
