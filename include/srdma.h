@@ -5,24 +5,66 @@
  * sequence numbers (PSNs) and every queue-pair parameter over that channel,
  * then each brings its RC queue pair up with raw IB verbs
  * (RESET -> INIT -> RTR -> RTS) and checks the result with ibv_query_qp.
- * This header is the whole public API.
+ * This header is the whole public API; examples/ holds a complete server
+ * and client written from it alone.
  *
- * Conventions: functions that can fail return 0 on success and a negative
- * errno value on failure, fill a struct srdma_err (which step failed and
- * why) when given one, and leave nothing half-made behind.
+ * Errors: functions that can fail return 0 (or a count) on success and a
+ * negative errno value on failure, fill a struct srdma_err (which step
+ * failed and why) when given one, and leave nothing half-made behind. A
+ * setup the peer refused returns -ECONNREFUSED with err->peer_code set
+ * (enum srdma_error_code, e.g. SRDMA_ERROR_SERVER_FULL). A certificate,
+ * key, CA or CRL file that cannot be used is -EINVAL, err->msg saying why
+ * (OpenSSL's reason, "No such file or directory" among them). Verbs calls
+ * made on what srdma hands out (ibv_post_send(), ...) keep verbs' own
+ * convention: a positive errno.
  *
- * A minimal server:
+ * Threads: any function may be called from any thread. Calls on different
+ * objects never need a lock between them. Calls on one object (a listener,
+ * a client, a connection) must not overlap, with one exception:
+ * srdma_client_connect() may run on one client from many threads at once.
+ * Threads the library starts block every signal; the library installs no
+ * signal handler, and SIGPIPE from its writes is blocked and consumed.
  *
- *	struct srdma_server_opts so = { .cert_file = "server.pem",
- *					.key_file = "server.key" };
+ * Ownership and lifetimes:
+ *  - What srdma_listen(), srdma_client_new(), srdma_connect() and the
+ *    acceptor hand out is the caller's, freed with srdma_listener_free(),
+ *    srdma_client_free() and srdma_conn_close().
+ *  - A connection may outlive the listener or client that made it: the
+ *    device and TLS context they share are released with the last user.
+ *  - Strings in options structs are used during the call only.
+ *  - Pointers a connection hands out (srdma_conn_info(), its buffers, QP,
+ *    completion channel) are valid until srdma_conn_close(). Post work
+ *    requests on the QP; take completions with srdma_conn_poll_wc() or
+ *    srdma_conn_next_wc() only (they acknowledge and re-arm the completion
+ *    channel); never modify or destroy the QP, CQs or channel yourself.
+ *    Memory you register on its PD (qp->pd) is yours to deregister before
+ *    srdma_conn_close().
+ *
+ * Blocking: srdma_listener_get_event(), srdma_conn_poll_wc(),
+ * srdma_conn_poll_ctrl(), srdma_conn_post_recv(), srdma_conn_close() and
+ * the accessors never block. srdma_accept() and srdma_conn_next_wc() block
+ * up to their timeout_ms; srdma_connect() and srdma_client_connect() up to
+ * handshake_ms (name lookup aside); srdma_listen() and srdma_client_new()
+ * while they load files and open the device; srdma_listener_free() until
+ * its setup threads end (they are cut short: a moment).
+ *
+ * A minimal server (examples/echo-server.c is a complete one):
+ *
+ *	struct srdma_server_opts so;
  *	struct srdma_listener *l;
  *	struct srdma_conn *c;
  *	struct srdma_err err;
- *	if (srdma_listen(&so, &l, &err) == 0 && srdma_accept(l, &c, &err) == 0)
- *		... srdma_conn_qp(c) is in RTS, connected to the client ...
  *
- * and a client: srdma_connect(&co, "server.example", &c, &err) with
- * co.ca_file set.
+ *	srdma_server_opts_init(&so);
+ *	so.cert_file = "server.pem";
+ *	so.key_file = "server.key";
+ *	if (srdma_listen(&so, &l, &err) == 0)
+ *		while (srdma_accept(l, -1, &c, &err) == 0)
+ *			... srdma_conn_qp(c) is in RTS, connected to a client;
+ *			    serve it, then srdma_conn_close(c, 0, NULL) ...
+ *
+ * and a client: srdma_client_opts_init(&co), co.ca_file = "ca.pem", then
+ * srdma_connect(&co, "server.example", &c, &err).
  */
 #ifndef SRDMA_H
 #define SRDMA_H
@@ -49,6 +91,7 @@ extern "C" {
 #define SRDMA_DEFAULT_MAX_CLIENTS 10
 #define SRDMA_DEFAULT_BUF_SIZE 4096
 #define SRDMA_DEFAULT_HANDSHAKE_MS 10000
+#define SRDMA_DEFAULT_MAX_HANDSHAKES 64
 /* A connected peer that says nothing for this long, a liveness probe
  * unanswered, is declared dead (see srdma_conn_poll_ctrl()). */
 #define SRDMA_DEFAULT_PEER_TIMEOUT_MS 180000
@@ -82,7 +125,8 @@ enum srdma_error_code {
 
 /* What failed: step names the operation ("tls handshake", "modify QP to
  * RTR", ...), msg says why (errno text, OpenSSL reason, WC status, or the
- * peer's ERROR message). code is a negative errno. */
+ * peer's ERROR message). code is a negative errno. This struct keeps its
+ * size in every version (the caller allocates it). */
 struct srdma_err {
 	int code;
 	char step[48];
@@ -117,14 +161,30 @@ struct srdma_rdma_opts {
 				 * the QP must take them or setup fails */
 };
 
+/*
+ * Options structs grow: a later srdma.h may add fields, always at the end.
+ * Fill one with its _init() function first (an inline function, compiled
+ * into the caller, that zeroes it, records in size how large the caller's
+ * struct is, and sets the defaults that are not 0), then set what you need.
+ * A library older than the header refuses a field it does not know that
+ * was set (-E2BIG), and a newer one reads only the fields a caller's size
+ * covers. Zeroed without _init() (size 0), a struct is refused (-EINVAL).
+ */
 struct srdma_server_opts {
+	size_t size;		/* sizeof(struct srdma_server_opts): _init() */
 	const char *bind_addr;	/* NULL: every address (IPv6 and IPv4) */
-	uint16_t port;		/* 0: 4433 */
+	uint16_t port;		/* 0: an ephemeral port (srdma_listener_port()
+				 * says which); srdma_server_opts_init() sets
+				 * SRDMA_DEFAULT_PORT */
 	const char *cert_file;	/* PEM certificate chain, required */
 	const char *key_file;	/* PEM private key, required */
 	const char *client_ca;	/* set: require client certificates issued by
 				 * this CA (PEM file) */
-	unsigned int max_clients; /* 0: 10 */
+	unsigned int max_clients; /* 0: 10; connections handed over and not
+				 * yet closed; one more is told "server full" */
+	unsigned int max_handshakes; /* 0: SRDMA_DEFAULT_MAX_HANDSHAKES; setups
+				 * in progress at once; one more evicts the
+				 * oldest */
 	int handshake_ms;	/* 0: 10000; the whole setup's deadline */
 	int no_resumption;	/* nonzero: issue no TLS session tickets, so
 				 * every client does a full handshake */
@@ -139,6 +199,7 @@ struct srdma_server_opts {
 };
 
 struct srdma_client_opts {
+	size_t size;		/* sizeof(struct srdma_client_opts): _init() */
 	uint16_t port;		/* 0: 4433 */
 	const char *ca_file;	/* CA certificate(s), PEM file or a hashed
 				 * directory; required: the server is always
@@ -161,9 +222,28 @@ struct srdma_client_opts {
 	struct srdma_rdma_opts rdma;
 };
 
-/* Fill with defaults (gid_index -1, everything else 0 = default). */
-SRDMA_API void srdma_server_opts_init(struct srdma_server_opts *o);
-SRDMA_API void srdma_client_opts_init(struct srdma_client_opts *o);
+/* Fill with defaults: the size, port SRDMA_DEFAULT_PORT (on the server,
+ * where 0 would ask for an ephemeral port; on the client 0 means it too),
+ * gid_index -1 (automatic), everything else 0 (its default). */
+static inline void srdma_server_opts_init(struct srdma_server_opts *o)
+{
+	struct srdma_server_opts zero = { 0 };
+
+	*o = zero;
+	o->size = sizeof(*o);
+	o->port = SRDMA_DEFAULT_PORT;
+	o->rdma.gid_index = -1;
+}
+
+static inline void srdma_client_opts_init(struct srdma_client_opts *o)
+{
+	struct srdma_client_opts zero = { 0 };
+
+	*o = zero;
+	o->size = sizeof(*o);
+	o->port = SRDMA_DEFAULT_PORT;
+	o->rdma.gid_index = -1;
+}
 
 struct srdma_listener;
 struct srdma_client;
@@ -190,10 +270,13 @@ struct srdma_conn_info {
 	enum ibv_mtu path_mtu;
 	int gid_index;
 	char dev_name[64];
-	char peer_addr[64];		/* "ip:port" */
+	char peer_addr[64];		/* "192.0.2.1:40000" or "[2001:db8::1]:40000"
+					 * (an IPv4 peer of a dual-stack socket
+					 * shown as IPv4) */
 	char tls_version[16];		/* "TLSv1.3" */
 	char tls_cipher[64];
-	char peer_cert_subject[128];	/* "" when the peer sent none */
+	char peer_cert_subject[128];	/* "/CN=client.example" (OpenSSL's one-line
+					 * form); "" when the peer sent none */
 	int tls_resumed;		/* 1: an abbreviated (resumed) handshake */
 	struct srdma_setup_times times;
 	/* The peer's RDMA write window (len 0: none). Secret. The address
@@ -225,38 +308,120 @@ SRDMA_API int srdma_psn_generate(uint32_t *psn);
 
 /* --- server side --- */
 
+/*
+ * A listener is an acceptor: it owns the listening socket, TLS, every
+ * client's setup and admission control, and reports what happened as events
+ * on one file descriptor that the caller's own event loop watches (the
+ * shape of librdmacm's event channel):
+ *
+ *   - Each accepted TCP connection is set up (TLS, HELLO, PARAMS, QP to RTS
+ *     and verified, READY) on a thread of the library's, never the
+ *     caller's, within handshake_ms. Library threads block every signal.
+ *   - At most max_handshakes setups run at once; one more evicts the
+ *     oldest, so connections that never finish cannot keep real clients
+ *     out.
+ *   - At most max_clients connections are handed over and not yet closed;
+ *     one more is told "server full" (SRDMA_ERROR_SERVER_FULL) over TLS, the
+ *     refusal lingered so that the message arrives, and closed.
+ *   - When accept(2) runs out of descriptors the listener rests for
+ *     SRDMA_LISTEN_PAUSE_MS instead of spinning.
+ */
+#define SRDMA_LISTEN_PAUSE_MS 250
+
 /* Load the certificate and key, open the RDMA device, and listen. */
 SRDMA_API int srdma_listen(const struct srdma_server_opts *o,
 			   struct srdma_listener **out, struct srdma_err *err);
-/* The listening socket, for poll/epoll (readable: a client is waiting). */
+
+enum srdma_event_type {
+	/* A client is set up and verified: ev->conn is the caller's now,
+	 * until srdma_conn_close(); it counts against max_clients from the
+	 * moment this event is returned until then. */
+	SRDMA_EVENT_CONNECTED = 1,
+	/* A client was told "server full" and closed (ev->err: code -EBUSY,
+	 * msg says more). A refusal costs a TLS handshake, on a library
+	 * thread; no QP is made for it. */
+	SRDMA_EVENT_REFUSED = 2,
+	/* A client's setup failed: ev->err says at which step and why;
+	 * err.code -ETIMEDOUT: it missed handshake_ms; -ECANCELED: evicted
+	 * to make room (max_handshakes); err.peer_code: the client sent ERROR. */
+	SRDMA_EVENT_FAILED = 3,
+	/* accept(2) failed (ev->err); out of descriptors or memory, the
+	 * listener rests SRDMA_LISTEN_PAUSE_MS first. */
+	SRDMA_EVENT_ACCEPT_ERROR = 4,
+};
+
+struct srdma_event {
+	enum srdma_event_type type;
+	unsigned int id;		/* connection number, from 1, given in
+					 * accept order (0 for ACCEPT_ERROR);
+					 * events come as setups finish */
+	struct srdma_conn *conn;	/* CONNECTED only */
+	char peer_addr[64];		/* "192.0.2.1:40000", "[2001:db8::1]:40000" */
+	struct srdma_err err;		/* all but CONNECTED */
+};
+
+/* Readable (poll/epoll, level-triggered) when srdma_listener_get_event()
+ * has work to do. The caller only reads readiness: never read from it,
+ * close it or change it. */
 SRDMA_API int srdma_listener_fd(const struct srdma_listener *l);
-/* The port actually bound (useful with port 0... which means 4433). */
+/*
+ * Do the acceptor's work without blocking (accept waiting connections,
+ * start their setups, collect finished ones) and return the next event:
+ * 1 with *ev set, valid until the next call on l; 0 when there is nothing
+ * now (wait for srdma_listener_fd() again); a negative errno when the
+ * listener itself failed. Each call does bounded work, so a connection
+ * storm cannot hold the caller's loop: call it again while it returns 1.
+ */
+SRDMA_API int srdma_listener_get_event(struct srdma_listener *l,
+				       const struct srdma_event **ev);
+/*
+ * Block until the next client is set up: 0 with *out set (the caller's,
+ * until srdma_conn_close()), or -ETIMEDOUT after timeout_ms (-1: no limit),
+ * or -EINTR when a signal handler ran (so a server can stop on SIGINT).
+ * Refusals and failed setups are skipped (consumed: srdma_listener_stats()
+ * counts them); srdma_listener_get_event() reports them. The two may be
+ * used on one listener, one call at a time. Setups still run on the
+ * library's threads, so one slow or silent client never holds this call.
+ */
+SRDMA_API int srdma_accept(struct srdma_listener *l, int timeout_ms,
+			   struct srdma_conn **out, struct srdma_err *err);
+
+/* What the acceptor has done so far and holds now. */
+struct srdma_listener_stats {
+	unsigned int clients;		/* handed over, not yet closed */
+	unsigned int handshakes;	/* setups in progress */
+	unsigned long long accepted;	/* TCP connections taken */
+	unsigned long long connected;	/* CONNECTED events */
+	unsigned long long refused;	/* told "server full" */
+	unsigned long long failed;	/* setups that failed (evictions too) */
+	unsigned long long evicted;	/* setups evicted for max_handshakes */
+};
+/* size: sizeof(*st), so that the struct can grow; fields past size are
+ * not written. */
+SRDMA_API void srdma_listener_stats(const struct srdma_listener *l,
+				    struct srdma_listener_stats *st, size_t size);
+
+/* The port actually bound (the ephemeral one when opts.port was 0). */
 SRDMA_API uint16_t srdma_listener_port(const struct srdma_listener *l);
-SRDMA_API void srdma_listener_free(struct srdma_listener *l);
 /* The RDMA device and port the listener serves on. */
 SRDMA_API const char *srdma_listener_device(const struct srdma_listener *l);
 SRDMA_API int srdma_listener_ib_port(const struct srdma_listener *l);
-
-/* accept(2) one TCP connection (non-blocking listener: -EAGAIN when none). */
-SRDMA_API int srdma_accept_fd(struct srdma_listener *l, int *fd,
-			      struct srdma_err *err);
-/* The whole setup on an accepted socket, within the handshake deadline:
- * TLS, HELLO, PARAMS, QP to RTS and verified, READY. Takes ownership of fd
- * (closed on failure). Safe to call from several threads at once. */
-SRDMA_API int srdma_server_handshake(struct srdma_listener *l, int fd,
-				     struct srdma_conn **out,
-				     struct srdma_err *err);
-/* Complete TLS on fd, send ERROR(code, text), close fd. */
-SRDMA_API void srdma_server_reject(struct srdma_listener *l, int fd,
-				   uint16_t code, const char *text);
-/* srdma_accept_fd() + srdma_server_handshake(), blocking. */
-SRDMA_API int srdma_accept(struct srdma_listener *l, struct srdma_conn **out,
-			   struct srdma_err *err);
+/*
+ * Stop listening and free the listener: setups in progress are cut short
+ * (a finished one not yet handed over is closed with SRDMA_ERROR_SHUTDOWN),
+ * refusals in flight are ended, and its threads are joined. Connections
+ * already handed over stay valid: the device and TLS context they use are
+ * released when the last of them is closed. Call it from the thread that
+ * calls srdma_listener_get_event(), not during such a call.
+ */
+SRDMA_API void srdma_listener_free(struct srdma_listener *l);
 
 /* --- client side --- */
 
 /* Dial host (name or address), verify the server, and set up the QP.
- * One-shot: loads the CA and opens the device for this connection only. */
+ * One-shot: loads the CA and opens the device for this connection only
+ * (before dialling: without an RDMA device it fails, -ENODEV or the
+ * device layer's errno, without reaching the server). */
 SRDMA_API int srdma_connect(const struct srdma_client_opts *o,
 			    const char *host, struct srdma_conn **out,
 			    struct srdma_err *err);
@@ -264,9 +429,9 @@ SRDMA_API int srdma_connect(const struct srdma_client_opts *o,
 /*
  * A client for many connections: the TLS context (CA, client certificate)
  * and the RDMA device are loaded once and shared, and with o->resume set
- * the last session ticket per server is kept for resumption. The strings in
- * o are copied. srdma_client_connect() may be called from several threads at
- * once. The client must outlive its connections.
+ * the last session ticket per server is kept for resumption.
+ * srdma_client_connect() may be called from several threads at once. Its
+ * connections may outlive the client.
  */
 SRDMA_API int srdma_client_new(const struct srdma_client_opts *o,
 			       struct srdma_client **out, struct srdma_err *err);
@@ -274,36 +439,100 @@ SRDMA_API int srdma_client_connect(struct srdma_client *cl, const char *host,
 				   struct srdma_conn **out, struct srdma_err *err);
 SRDMA_API void srdma_client_free(struct srdma_client *cl);
 
+/* Backoff between reconnect attempts: doubles from MIN to MAX, jittered. */
+#define SRDMA_RETRY_MIN_MS 100
+#define SRDMA_RETRY_MAX_MS 5000
+/*
+ * Reconnect after a connection ended (close it first, with
+ * srdma_conn_close()): srdma_client_connect() to host, tried again with
+ * exponential backoff (SRDMA_RETRY_MIN_MS doubling to SRDMA_RETRY_MAX_MS,
+ * each wait jittered) until it succeeds. The new connection has a new QP and
+ * new PSNs, and resumes the TLS session when the client keeps tickets
+ * (resume) and holds one. Work that was in flight on the old connection is
+ * not carried over: the caller decides what to do again. Returns 0 with
+ * *out set; -ETIMEDOUT once timeout_ms (-1: no limit) has passed, err
+ * saying why the last attempt failed; -EINTR when a signal handler ran
+ * during a wait; at once when trying again cannot help (no host, out of
+ * memory).
+ * *attempts (may be NULL): how many attempts were made.
+ */
+SRDMA_API int srdma_client_reconnect(struct srdma_client *cl, const char *host,
+				     int timeout_ms, struct srdma_conn **out,
+				     unsigned int *attempts, struct srdma_err *err);
+
 /* --- a connection --- */
 
+/*
+ * Memory: a connection has SRDMA_SLOTS send slots and SRDMA_SLOTS receive
+ * slots of srdma_conn_buf_size() bytes each; slot i starts at
+ * buf->addr + i * srdma_conn_buf_size(c). Receive slot i is posted with
+ * wr_id i (all of them before the QP left INIT): a SEND from the peer lands
+ * in one as IBV_WC_RECV, and an RDMA WRITE with immediate into our window
+ * consumes one too, as IBV_WC_RECV_RDMA_WITH_IMM (byte_len 0, the data is
+ * in the window). Read a receive slot only after its completion, and post
+ * it again (srdma_conn_post_recv()) only when done with its bytes. The send
+ * slots are the caller's to write and send from as it likes (the srdma_buf
+ * is const; the memory is not).
+ *
+ * At handover: all SRDMA_SLOTS receives are posted (the one the peer-binding
+ * message used, again), the send queue is empty, and no completion of the
+ * library's own is left in either CQ. The send queue holds send_depth
+ * entries (srdma_rdma_opts; default SRDMA_SLOTS); an unsignaled send keeps
+ * its entry until a later signaled one completes, and only sends posted
+ * with IBV_SEND_SIGNALED complete. An echo-style server that posts its
+ * reply from the slot a message arrived in, and posts that receive again
+ * when the reply's send completes, never overruns either queue.
+ *
+ * Completions: a receive's wr_id is its slot (0..SRDMA_SLOTS-1); a send's
+ * is whatever you posted. A completion with a status other than
+ * IBV_WC_SUCCESS (its opcode is then undefined) means the QP has failed:
+ * every later one is flushed and the connection is done; close it with
+ * SRDMA_ERROR_QP so that the peer learns why.
+ */
 SRDMA_API const struct srdma_conn_info *srdma_conn_info(const struct srdma_conn *c);
 SRDMA_API struct ibv_qp *srdma_conn_qp(const struct srdma_conn *c);
-/* Both CQs report to this channel, whose fd is non-blocking; see
- * srdma_conn_poll_wc() for an event loop, srdma_conn_next_wc() to wait.
- * The CQs are armed when the connection is handed over, and a completion
- * may already be waiting: poll once before the first wait. */
+/*
+ * Both CQs report to this channel; its fd is non-blocking. An event loop
+ * watches the fd and calls srdma_conn_poll_wc(); a program that waits on
+ * one connection calls srdma_conn_next_wc(). Either acknowledges channel
+ * events and re-arms the CQs itself: use one of them per connection and
+ * never ibv_get_cq_event()/ibv_req_notify_cq() yourself. The CQs are armed
+ * when the connection is handed over and a completion may already be
+ * waiting, so poll once before the first wait; the fd may also wake with
+ * nothing to take (poll_wc then returns 0).
+ */
 SRDMA_API struct ibv_comp_channel *srdma_conn_channel(const struct srdma_conn *c);
-/* Send slots (SRDMA_SLOTS x buf_size, local access only). */
+/* Send slots (local access only). */
 SRDMA_API const struct srdma_buf *srdma_conn_send_buf(const struct srdma_conn *c);
-/* Receive slots (SRDMA_SLOTS x buf_size); slot i is posted with wr_id i.
- * All are posted before the QP leaves INIT. */
+/* Receive slots (local access only). */
 SRDMA_API const struct srdma_buf *srdma_conn_recv_buf(const struct srdma_conn *c);
 /* The write window this side exposes to its peer (server side only; len 0
- * on the client). The only memory with remote access. */
+ * on the client): srdma_conn_buf_size() bytes, the only memory with remote
+ * access. The peer learns its rkey and address (srdma_conn_info()'s
+ * remote_rkey, remote_addr, remote_len) over TLS only. */
 SRDMA_API const struct srdma_buf *srdma_conn_window(const struct srdma_conn *c);
 SRDMA_API size_t srdma_conn_buf_size(const struct srdma_conn *c);
 /* Bytes a send may carry with IBV_SEND_INLINE on this QP (0: none; at
- * least srdma_rdma_opts.max_inline).
- * Send work requests complete only when posted with IBV_SEND_SIGNALED. */
+ * least srdma_rdma_opts.max_inline). */
 SRDMA_API uint32_t srdma_conn_max_inline(const struct srdma_conn *c);
 
-/* Post receive slot i again. */
+/* Post receive slot i again (wr_id i): 0, -EINVAL for a slot out of
+ * range, or ibv_post_recv()'s error as a negative errno. Posting a slot
+ * that is still posted is the caller's bug (verbs cannot tell). */
 SRDMA_API int srdma_conn_post_recv(struct srdma_conn *c, unsigned int slot);
 
 /*
- * Next work completion from either CQ. timeout_ms: 0 polls only, -1 waits
- * forever. Returns 1 with *wc filled, 0 on timeout, negative errno on error.
- * Waits on the completion channel: no busy polling.
+ * Next work completion from either CQ, for a program that waits on one
+ * connection (an event loop uses srdma_conn_poll_wc()). timeout_ms: 0 looks
+ * once without waiting (at both CQs and the control channel), -1 waits
+ * forever. Returns 1 with *wc filled, 0 on timeout,
+ * -ENOTCONN when the connection has ended (the peer said BYE or ERROR, was
+ * lost, or stopped responding: srdma_conn_poll_ctrl() says which), or
+ * another negative errno. While it waits it serves the control channel as
+ * srdma_conn_poll_ctrl() does, so the peer's liveness probes are answered.
+ * Sleeps on the completion channel and the control socket: no busy polling.
+ * It acknowledges the channel's events itself (never call
+ * ibv_get_cq_event()/ibv_ack_cq_events() on a connection you wait on here).
  */
 SRDMA_API int srdma_conn_next_wc(struct srdma_conn *c, int timeout_ms,
 				 struct ibv_wc *wc);
@@ -325,25 +554,44 @@ SRDMA_API int srdma_conn_poll_wc(struct srdma_conn *c, struct ibv_wc *wc, int ma
  * epoll without EPOLLET): readable means the peer sent a control message
  * or went away. */
 SRDMA_API int srdma_conn_ctrl_fd(const struct srdma_conn *c);
+/* How a connection ended (srdma_conn_poll_ctrl()'s result). */
+enum srdma_close {
+	SRDMA_CLOSE_BYE = 1,	/* the peer said BYE: an orderly end */
+	SRDMA_CLOSE_ERROR = 2,	/* the peer sent ERROR: err->peer_code (enum
+				 * srdma_error_code) says why, err->msg its text */
+	SRDMA_CLOSE_LOST = 3,	/* closed without a word, or reset: a killed
+				 * process, a reboot, a broken network */
+	SRDMA_CLOSE_TIMEOUT = 4, /* the peer is not responding: nothing from it
+				 * for peer_timeout_ms, a probe unanswered (a
+				 * hung process, or a host that died silently) */
+	SRDMA_CLOSE_PROTOCOL = 5, /* the peer broke the protocol (an invalid or
+				 * unexpected message, a flood of them, or it
+				 * makes us write and reads nothing): err says
+				 * how */
+};
+
 /*
  * Serve the control channel without blocking: read what the peer sent,
  * answer its liveness probes, and probe it in turn. Call it when the
  * control fd is readable and whenever srdma_conn_ctrl_timeout_ms() comes
  * due. One call does a bounded amount of work (a few TLS records) and may
- * leave bytes for the next, so a peer cannot hold the caller's loop.
+ * leave bytes for the next, so a peer cannot hold the caller's loop; what it
+ * leaves is still in the socket, so the fd stays readable for it (nothing
+ * waits unseen inside the library).
  *
- * Returns 0 while the connection goes on; 1 when it has ended, with
- * err->code saying how:
- *   0             the peer said BYE (err->msg "bye")
- *   -ECONNABORTED the peer sent ERROR: err->peer_code, err->msg its text
- *   -ECONNRESET   the connection was lost (closed without a word, reset)
- *   -ETIMEDOUT    the peer is not responding: it said nothing for
- *                 peer_timeout_ms and left a probe unanswered (a hung
- *                 process, or a host that died without closing)
- * and a negative errno when the peer broke the protocol (an invalid or
- * unexpected message, a flood, or -EPIPE: it makes us write but does not
- * read). Close the connection after either. Once it has returned non-zero,
- * every later call returns the same.
+ * Liveness is the peer's judgement of us too: it declares us dead when its
+ * peer_timeout_ms passes without a word from us and its probe (PING) goes
+ * unanswered, and only this call (or srdma_conn_next_wc()) answers. Serve
+ * the control fd whenever it is readable; a program that leaves it for
+ * long (a third of the peer's timeout; both sides default to
+ * SRDMA_DEFAULT_PEER_TIMEOUT_MS) is dropped as hung.
+ *
+ * Returns 0 while the connection goes on, or how it ended (enum
+ * srdma_close, > 0) with err filled (err->step, err->msg; err->code a
+ * negative errno, 0 for BYE). Then close the connection with
+ * srdma_conn_close(c, 0, NULL), which tells the peer the fitting reason.
+ * Once it has returned non-zero, every later call returns the same, with
+ * the same err.
  */
 SRDMA_API int srdma_conn_poll_ctrl(struct srdma_conn *c, struct srdma_err *err);
 /* Milliseconds until srdma_conn_poll_ctrl() must be called even if the
@@ -351,10 +599,18 @@ SRDMA_API int srdma_conn_poll_ctrl(struct srdma_conn *c, struct srdma_err *err);
  * -1: no timer (liveness off, the peer cannot be probed, or ended). */
 SRDMA_API int srdma_conn_ctrl_timeout_ms(const struct srdma_conn *c);
 
-/* Say BYE (code 0) or ERROR(code, text) to the peer, then free everything:
- * QP, CQs, channel, MRs, PD, TLS, socket. c may be NULL. Never waits: the
- * message goes if the socket takes it at once (a peer that does not read
- * gets nothing). */
+/*
+ * Say BYE (code 0) or ERROR(code, text) to the peer (code: enum
+ * srdma_error_code; text NULL: its name), end TLS (close_notify), then free
+ * everything: QP, CQs, channel, MRs, PD, TLS, socket, and the connection's
+ * place among its listener's max_clients. c may be NULL. Code 0 on a
+ * connection srdma_conn_poll_ctrl() reported ended sends what fits: after
+ * SRDMA_CLOSE_TIMEOUT, ERROR(SRDMA_ERROR_NOT_RESPONDING); after
+ * SRDMA_CLOSE_PROTOCOL, ERROR(SRDMA_ERROR_BAD_MESSAGE); else BYE. After a
+ * failed completion, pass SRDMA_ERROR_QP. Never waits: the message goes if
+ * the socket takes it at once (a peer that does not read, or whose
+ * connection is gone, gets nothing).
+ */
 SRDMA_API void srdma_conn_close(struct srdma_conn *c, uint16_t code,
 				const char *text);
 

@@ -8,11 +8,11 @@
  * binding"): only the two TLS endpoints can compute it. A QP whose first
  * message does not verify is torn down. The client sends first; the server
  * answers only after verifying.
+ *
+ * This file makes and checks the message; conn.c moves it over the QP.
  */
 #include <errno.h>
-#include <poll.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -20,7 +20,6 @@
 #include "srdma_internal.h"
 
 #define BINDING_MAGIC "SRB1"
-#define BINDING_LEN (4 + 32)
 #define BINDING_LABEL "EXPORTER-srdma-binding"
 
 int srdma_binding_fault;	/* tests only: see srdma_internal.h */
@@ -33,16 +32,14 @@ static void put_u32(uint8_t *p, uint32_t v)
 	p[3] = (uint8_t)v;
 }
 
-/* The MAC the side with role `role` sends (from that side's point of view). */
-static int binding_mac(struct srdma_conn *c, char role, uint8_t mac[32],
-		       struct srdma_err *err)
+/* The MAC a side sends: role 'C' or 'S', the numbers as that side sees them. */
+static int binding_mac(SSL *ssl, char role, const struct srdma_params *self,
+		       const struct srdma_params *peer, uint8_t mac[32], struct srdma_err *err)
 {
-	const struct srdma_params *self = role == (c->server ? 'S' : 'C') ? &c->local : &c->remote;
-	const struct srdma_params *peer = self == &c->local ? &c->remote : &c->local;
 	uint8_t key[32], msg[17];
 	unsigned int len = 0;
 
-	if (SSL_export_keying_material(c->ssl, key, sizeof(key), BINDING_LABEL,
+	if (SSL_export_keying_material(ssl, key, sizeof(key), BINDING_LABEL,
 				       strlen(BINDING_LABEL), NULL, 0, 0) != 1) {
 		srdma_set_err(err, -EPROTO, "peer binding", "TLS exporter failed");
 		return -EPROTO;
@@ -61,210 +58,38 @@ static int binding_mac(struct srdma_conn *c, char role, uint8_t mac[32],
 	return 0;
 }
 
-/* The control channel ended the binding: say how, as it happened. */
-static int peer_ended(int rc, const struct srdma_err *peer, struct srdma_err *err)
+int srdma_binding_make(SSL *ssl, bool server, const struct srdma_params *local,
+		       const struct srdma_params *remote, uint8_t out[SRDMA_BINDING_LEN],
+		       struct srdma_err *err)
 {
-	if (rc < 0) {
-		srdma_set_err(err, rc, "peer binding", "%s: %s", peer->step, peer->msg);
-		return rc;
-	}
-	switch (peer->code) {
-	case 0:
-		srdma_set_err(err, -ECONNRESET, "peer binding",
-			      "the peer closed the connection (BYE) before setup finished");
-		return -ECONNRESET;
-	case -ECONNABORTED:
-		srdma_set_err(err, -ECONNREFUSED, "peer binding", "the peer refused: %s",
-			      peer->msg);
-		if (err)
-			err->peer_code = peer->peer_code;
-		return -ECONNREFUSED;
-	default:
-		srdma_set_err(err, peer->code, "peer binding", "%s", peer->msg);
-		return peer->code;
-	}
-}
-
-/*
- * Wait for the completion channel, while also watching the TLS channel: a
- * peer that refuses our binding says so there (ERROR) rather than on the
- * QP, and a peer that leaves closes it; either is known at once, not at the
- * deadline. 0: the channel had an event (taken); negative: err filled.
- */
-static int wait_rdma_or_peer(struct srdma_conn *c, int64_t deadline, const char *late,
-			     struct srdma_err *err)
-{
-	for (;;) {
-		struct pollfd p[2] = {
-			{ .fd = c->channel->fd, .events = POLLIN },
-			{ .fd = c->fd, .events = POLLIN },
-		};
-		struct ibv_cq *cq;
-		void *ctx;
-		int n = poll(p, 2, srdma_ms_left(deadline));
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n == 0) {
-			srdma_set_err(err, -ETIMEDOUT, "peer binding", "%s", late);
-			return -ETIMEDOUT;
-		}
-		if (n < 0) {
-			srdma_set_err(err, -errno, "peer binding", "poll: %s", strerror(errno));
-			return -errno;
-		}
-		if (p[1].revents) {
-			struct srdma_err peer;
-			int rc = srdma_conn_poll_ctrl(c, &peer);
-
-			if (rc)
-				return peer_ended(rc, &peer, err);
-		}
-		if (p[0].revents) {
-			/* Either CQ's event; a CQ left disarmed is armed again
-			 * when setup ends. */
-			if (ibv_get_cq_event(c->channel, &cq, &ctx) == 0)
-				ibv_ack_cq_events(cq, 1);
-			return 0;
-		}
-	}
-}
-
-/*
- * Our binding SEND's completion, from the send CQ only: a receive that
- * arrives meanwhile stays in the receive CQ for whoever reads it next (the
- * peer's binding, or on the server the client's first real message, which
- * belongs to the program).
- */
-static int wait_send_done(struct srdma_conn *c, int64_t deadline, struct srdma_err *err)
-{
-	for (;;) {
-		struct ibv_wc wc;
-		int n = ibv_poll_cq(c->send_cq, 1, &wc), rc;
-
-		if (n == 0) {
-			/* Arm, then look again: a completion that came before
-			 * the arming raises no event. */
-			if (ibv_req_notify_cq(c->send_cq, 0)) {
-				srdma_set_err(err, -EIO, "peer binding", "arm send CQ");
-				return -EIO;
-			}
-			n = ibv_poll_cq(c->send_cq, 1, &wc);
-		}
-		if (n < 0) {
-			srdma_set_err(err, -EIO, "peer binding", "poll send CQ");
-			return -EIO;
-		}
-		if (n == 1) {
-			if (wc.status == IBV_WC_SUCCESS)
-				return 0;
-			srdma_set_err(err, -EIO, "peer binding", "send: %s",
-				      ibv_wc_status_str(wc.status));
-			return -EIO;
-		}
-		rc = wait_rdma_or_peer(c, deadline, "our binding SEND did not complete in time", err);
-		if (rc)
-			return rc;
-	}
-}
-
-static int send_binding(struct srdma_conn *c, int64_t deadline, struct srdma_err *err)
-{
-	uint8_t *p = c->send_buf.addr;
-	struct ibv_sge sge = { .addr = (uintptr_t)p, .length = BINDING_LEN, .lkey = c->send_buf.lkey };
-	struct ibv_send_wr wr = { .wr_id = 0, .sg_list = &sge, .num_sge = 1,
-				  .opcode = IBV_WR_SEND, .send_flags = IBV_SEND_SIGNALED }, *bad;
 	int rc;
 
-	memcpy(p, BINDING_MAGIC, 4);
-	rc = binding_mac(c, c->server ? 'S' : 'C', p + 4, err);
+	memcpy(out, BINDING_MAGIC, 4);
+	rc = binding_mac(ssl, server ? 'S' : 'C', local, remote, out + 4, err);
 	if (rc)
 		return rc;
-	if (srdma_binding_fault == 1) {
-		p[4] ^= 0x01;			/* a wrong MAC */
-	} else if (srdma_binding_fault == 2) {
-		memcpy(p, "no binding here, just data.........", BINDING_LEN);
-	} else if (srdma_binding_fault == 3) {	/* gone without a word */
-		shutdown(c->fd, SHUT_RDWR);
-		srdma_set_err(err, -ECONNRESET, "peer binding", "vanished (test)");
-		return -ECONNRESET;
-	}
-	rc = ibv_post_send(c->qp, &wr, &bad);
-	if (rc) {
-		srdma_set_err(err, -rc, "peer binding", "post send: %s", strerror(rc));
-		return -rc;
-	}
-	return wait_send_done(c, deadline, err);
+	if (srdma_binding_fault == 1)
+		out[4] ^= 0x01;			/* a wrong MAC */
+	else if (srdma_binding_fault == 2)
+		memcpy(out, "no binding here, just data.........", SRDMA_BINDING_LEN);
+	return 0;
 }
 
-/* The next completion, from either CQ. 1: *wc filled; negative: err filled. */
-static int next_wc_or_refusal(struct srdma_conn *c, int64_t deadline, struct ibv_wc *wc,
-			      struct srdma_err *err)
-{
-	for (;;) {
-		int n = srdma_conn_next_wc(c, 0, wc);
-
-		if (n < 0) {
-			srdma_set_err(err, n, "peer binding", "completion error");
-			return n;
-		}
-		if (n)
-			return 1;
-		n = wait_rdma_or_peer(c, deadline, "no binding message from the peer in time", err);
-		if (n)
-			return n;
-	}
-}
-
-static int receive_binding(struct srdma_conn *c, int64_t deadline, struct srdma_err *err)
+int srdma_binding_check(SSL *ssl, bool server, const struct srdma_params *local,
+			const struct srdma_params *remote, const uint8_t *got, size_t len,
+			struct srdma_err *err)
 {
 	uint8_t want[32];
-	const uint8_t *got;
-	struct ibv_wc wc;
-	int rc;
+	int rc = binding_mac(ssl, server ? 'C' : 'S', remote, local, want, err);
 
-	do {
-		rc = next_wc_or_refusal(c, deadline, &wc, err);
-		if (rc < 0)
-			return rc;
-	} while (wc.status == IBV_WC_SUCCESS && !(wc.opcode & IBV_WC_RECV));
-	if (wc.status != IBV_WC_SUCCESS || wc.opcode != IBV_WC_RECV || wc.wr_id >= SRDMA_SLOTS) {
-		srdma_set_err(err, -EPROTO, "peer binding", "first RDMA message: %s",
-			      wc.status != IBV_WC_SUCCESS ? ibv_wc_status_str(wc.status) :
-			      "not a SEND");
-		return -EPROTO;
-	}
-	got = (const uint8_t *)c->recv_buf.addr + wc.wr_id * c->shape.buf_size;
-	rc = binding_mac(c, c->server ? 'C' : 'S', want, err);
 	if (rc)
 		return rc;
-	if (wc.byte_len != BINDING_LEN || memcmp(got, BINDING_MAGIC, 4) != 0 ||
+	if (len != SRDMA_BINDING_LEN || memcmp(got, BINDING_MAGIC, 4) != 0 ||
 	    CRYPTO_memcmp(got + 4, want, 32) != 0) {
 		srdma_set_err(err, -EACCES, "peer binding",
 			      "the first RDMA message does not carry the binding MAC: "
 			      "the RDMA peer is not the TLS peer");
 		return -EACCES;
 	}
-	rc = srdma_conn_post_recv(c, (unsigned int)wc.wr_id);
-	if (rc) {
-		srdma_set_err(err, rc, "peer binding", "repost receive: %s", strerror(-rc));
-		return rc;
-	}
 	return 0;
-}
-
-int srdma_binding_exchange(struct srdma_conn *c, int64_t deadline, struct srdma_err *err)
-{
-	int rc;
-
-	if (c->server) {
-		rc = receive_binding(c, deadline, err);
-		if (!rc)
-			rc = send_binding(c, deadline, err);
-	} else {
-		rc = send_binding(c, deadline, err);
-		if (!rc)
-			rc = receive_binding(c, deadline, err);
-	}
-	return rc;
 }

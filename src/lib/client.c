@@ -11,6 +11,8 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
+#include <sys/random.h>
+
 #include "srdma_internal.h"
 
 /* Non-blocking connect to one address, within the deadline. */
@@ -91,19 +93,27 @@ struct srdma_client {
 	int peer_timeout_ms;	/* resolved: 0 never */
 	struct srdma_qp_shape shape;
 	bool resume;
+	/* Connections may outlive the client: one reference for the client
+	 * itself, one for each connection it made (atomic). */
+	int refs;
 
 	pthread_mutex_t lock;	/* guards the two below */
 	SSL_SESSION *session;
 	char *session_key;	/* "name port": where session is good */
 };
 
-int srdma_client_new(const struct srdma_client_opts *o, struct srdma_client **out,
+int srdma_client_new(const struct srdma_client_opts *opts, struct srdma_client **out,
 		     struct srdma_err *err)
 {
+	struct srdma_client_opts co;
+	const struct srdma_client_opts *o = &co;
 	struct srdma_client *cl;
 	int rc;
 
-	rc = srdma_check_rdma_opts(&o->rdma, err);
+	rc = srdma_opts_take(&co, sizeof(co), SRDMA_CLIENT_OPTS_SIZE_V1, opts,
+			     "srdma_client_opts", err);
+	if (!rc)
+		rc = srdma_check_rdma_opts(&o->rdma, err);
 	if (rc)
 		return rc;
 	cl = calloc(1, sizeof(*cl));
@@ -117,6 +127,7 @@ int srdma_client_new(const struct srdma_client_opts *o, struct srdma_client **ou
 		return -ENOMEM;
 	}
 	pthread_mutex_init(&cl->lock, NULL);
+	cl->refs = 1;
 	cl->port = o->port ? o->port : SRDMA_DEFAULT_PORT;
 	cl->handshake_ms = o->handshake_ms > 0 ? o->handshake_ms : SRDMA_DEFAULT_HANDSHAKE_MS;
 	cl->peer_timeout_ms = srdma_peer_timeout(o->peer_timeout_ms);
@@ -138,9 +149,9 @@ int srdma_client_new(const struct srdma_client_opts *o, struct srdma_client **ou
 	return 0;
 }
 
-void srdma_client_free(struct srdma_client *cl)
+void srdma_client_unref(struct srdma_client *cl)
 {
-	if (!cl)
+	if (__atomic_sub_fetch(&cl->refs, 1, __ATOMIC_ACQ_REL))
 		return;
 	if (cl->dev) {
 		srdma_dev_close(cl->dev);
@@ -152,6 +163,12 @@ void srdma_client_free(struct srdma_client *cl)
 	free(cl->server_name);
 	pthread_mutex_destroy(&cl->lock);
 	free(cl);
+}
+
+void srdma_client_free(struct srdma_client *cl)
+{
+	if (cl)
+		srdma_client_unref(cl);
 }
 
 /* A connection's ticket: keep it for the next connect to the same place. */
@@ -242,6 +259,8 @@ int srdma_client_connect(struct srdma_client *cl, const char *host,
 		goto fail;
 	/* tc lives on this stack: no ticket may reach it after we return. */
 	srdma_tls_set_ticket_sink(c->ssl, NULL, NULL);
+	c->client = cl;
+	__atomic_add_fetch(&cl->refs, 1, __ATOMIC_RELAXED);
 	*out = c;
 	return 0;
 fail:
@@ -253,7 +272,7 @@ fail:
 int srdma_connect(const struct srdma_client_opts *o, const char *host,
 		  struct srdma_conn **out, struct srdma_err *err)
 {
-	struct srdma_client_opts one = *o;
+	struct srdma_client_opts one;
 	struct srdma_client *cl;
 	int rc;
 
@@ -261,18 +280,71 @@ int srdma_connect(const struct srdma_client_opts *o, const char *host,
 		srdma_set_err(err, -EINVAL, "options", "no server host given");
 		return -EINVAL;
 	}
+	rc = srdma_opts_take(&one, sizeof(one), SRDMA_CLIENT_OPTS_SIZE_V1, o,
+			     "srdma_client_opts", err);
+	if (rc)
+		return rc;
 	one.resume = 0;
 	rc = srdma_client_new(&one, &cl, err);
 	if (rc)
 		return rc;
 	rc = srdma_client_connect(cl, host, out, err);
-	if (!rc) {
-		/* The connection takes the device over; the TLS context lives
-		 * on through its SSL's reference. */
-		(*out)->dev = cl->dev;
-		(*out)->own_dev = true;
-		cl->dev = NULL;
-	}
+	/* A connection keeps the client (its device) alive till it closes. */
 	srdma_client_free(cl);
 	return rc;
+}
+
+/* Sleep ms, or less when a signal handler runs: -EINTR then. */
+static int backoff_sleep(int ms)
+{
+	if (poll(NULL, 0, ms) < 0 && errno == EINTR)
+		return -EINTR;
+	return 0;
+}
+
+int srdma_client_reconnect(struct srdma_client *cl, const char *host, int timeout_ms,
+			   struct srdma_conn **out, unsigned int *attempts, struct srdma_err *err)
+{
+	int64_t deadline = timeout_ms < 0 ? -1 : srdma_now_ms() + timeout_ms;
+	int step = SRDMA_RETRY_MIN_MS;
+	unsigned int tries = 0;
+	int rc;
+
+	for (;;) {
+		uint32_t r = 0;
+		int wait;
+
+		tries++;
+		rc = srdma_client_connect(cl, host, out, err);
+		if (attempts)
+			*attempts = tries;
+		if (rc == 0 || rc == -ENOMEM || !host || !*host)
+			return rc;	/* done, or trying again cannot help */
+		/* Exponential backoff with jitter (half to all of the step), so
+		 * that clients a restart dropped together do not come back in
+		 * step; never past the deadline. */
+		if (getrandom(&r, sizeof(r), 0) != sizeof(r))
+			r = 0;
+		wait = step / 2 + (int)(r % (uint32_t)(step / 2 + 1));
+		if (deadline >= 0 && srdma_ms_left(deadline) < wait) {
+			if (srdma_ms_left(deadline) == 0) {
+				char why[sizeof(err->msg)];
+
+				if (err) {
+					snprintf(why, sizeof(why), "%s", err->msg);
+					snprintf(err->msg, sizeof(err->msg),
+						 "gave up after %u attempts in %d ms; the last: %.180s",
+						 tries, timeout_ms, why);
+				}
+				return -ETIMEDOUT;
+			}
+			wait = srdma_ms_left(deadline);
+		}
+		if (backoff_sleep(wait)) {
+			srdma_set_err(err, -EINTR, "reconnect", "interrupted by a signal after %u attempts",
+				      tries);
+			return -EINTR;
+		}
+		step = step * 2 > SRDMA_RETRY_MAX_MS ? SRDMA_RETRY_MAX_MS : step * 2;
+	}
 }

@@ -228,7 +228,86 @@ static int connect_to_peer(struct srdma_conn *c, int64_t deadline,
 	return rc ? rdma_failed(c, rc, deadline) : 0;
 }
 
-/* The binding exchange over RDMA; a failure is told over TLS. */
+/* Our binding message, SENT; its completion taken from the send CQ only: a
+ * receive that arrives meanwhile stays in the receive CQ for whoever reads
+ * it next (on the server, the client's first real message, which belongs
+ * to the program). */
+static int send_binding(struct srdma_conn *c, int64_t deadline, struct srdma_err *err)
+{
+	struct ibv_sge sge = { .addr = (uintptr_t)c->send_buf.addr, .length = SRDMA_BINDING_LEN,
+			       .lkey = c->send_buf.lkey };
+	struct ibv_send_wr wr = { .wr_id = 0, .sg_list = &sge, .num_sge = 1,
+				  .opcode = IBV_WR_SEND, .send_flags = IBV_SEND_SIGNALED }, *bad;
+	struct ibv_wc wc;
+	int rc = srdma_binding_make(c->ssl, c->server, &c->local, &c->remote,
+				    c->send_buf.addr, err);
+
+	if (rc)
+		return rc;
+	if (srdma_binding_fault == 3) {		/* tests: gone without a word */
+		shutdown(c->fd, SHUT_RDWR);
+		srdma_set_err(err, -ECONNRESET, "peer binding", "vanished (test)");
+		return -ECONNRESET;
+	}
+	rc = ibv_post_send(c->qp, &wr, &bad);
+	if (rc) {
+		srdma_set_err(err, -rc, "peer binding", "post send: %s", strerror(rc));
+		return -rc;
+	}
+	rc = srdma_conn_wait_cq(c, c->send_cq, deadline, "peer binding",
+				"our binding SEND did not complete in time", &wc, err);
+	if (rc < 0)
+		return rc;
+	if (wc.status != IBV_WC_SUCCESS) {
+		srdma_set_err(err, -EIO, "peer binding", "send: %s", ibv_wc_status_str(wc.status));
+		return -EIO;
+	}
+	return 0;
+}
+
+/* The peer's first RDMA message must be its binding message. */
+static int receive_binding(struct srdma_conn *c, int64_t deadline, struct srdma_err *err)
+{
+	struct ibv_wc wc;
+	int rc = srdma_conn_wait_cq(c, c->recv_cq, deadline, "peer binding",
+				    "no binding message from the peer in time", &wc, err);
+
+	if (rc < 0)
+		return rc;
+	if (wc.status != IBV_WC_SUCCESS || wc.opcode != IBV_WC_RECV || wc.wr_id >= SRDMA_SLOTS) {
+		srdma_set_err(err, -EPROTO, "peer binding", "first RDMA message: %s",
+			      wc.status != IBV_WC_SUCCESS ? ibv_wc_status_str(wc.status) :
+			      "not a SEND");
+		return -EPROTO;
+	}
+	rc = srdma_binding_check(c->ssl, c->server, &c->local, &c->remote,
+				 (const uint8_t *)c->recv_buf.addr + wc.wr_id * c->shape.buf_size,
+				 wc.byte_len, err);
+	if (rc)
+		return rc;
+	rc = srdma_conn_post_recv(c, (unsigned int)wc.wr_id);
+	if (rc)
+		srdma_set_err(err, rc, "peer binding", "repost receive: %s", strerror(-rc));
+	return rc;
+}
+
+int srdma_binding_exchange(struct srdma_conn *c, int64_t deadline, struct srdma_err *err)
+{
+	int rc;
+
+	if (c->server) {
+		rc = receive_binding(c, deadline, err);
+		if (!rc)
+			rc = send_binding(c, deadline, err);
+	} else {
+		rc = send_binding(c, deadline, err);
+		if (!rc)
+			rc = receive_binding(c, deadline, err);
+	}
+	return rc;
+}
+
+/* The binding exchange, timed; a failure is told over TLS. */
 static int bind_peer(struct srdma_conn *c, int64_t deadline, struct srdma_err *err)
 {
 	int64_t t0 = srdma_now_us();
@@ -355,23 +434,8 @@ void srdma_conn_fill_tls_info(struct srdma_conn *c)
 	if (peer)
 		X509_NAME_oneline(X509_get_subject_name(peer), i->peer_cert_subject,
 				  sizeof(i->peer_cert_subject));
-	if (getpeername(c->fd, (struct sockaddr *)&ss, &sl) == 0) {
-		char host[INET6_ADDRSTRLEN] = "?";
-
-		if (ss.ss_family == AF_INET) {
-			struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-
-			inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
-			snprintf(i->peer_addr, sizeof(i->peer_addr), "%s:%u", host,
-				 ntohs(a->sin_port));
-		} else if (ss.ss_family == AF_INET6) {
-			struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-
-			inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
-			snprintf(i->peer_addr, sizeof(i->peer_addr), "[%s]:%u", host,
-				 ntohs(a->sin6_port));
-		}
-	}
+	if (getpeername(c->fd, (struct sockaddr *)&ss, &sl) == 0)
+		srdma_format_addr((struct sockaddr *)&ss, i->peer_addr, sizeof(i->peer_addr));
 }
 
 /* --- after setup --- */
@@ -526,6 +590,26 @@ static int check_liveness(struct srdma_conn *c, struct srdma_err *err)
 	return ctrl_send_now(c, SRDMA_MSG_PING, err);
 }
 
+/* The public verdict (enum srdma_close) on an ended control channel: rc 1
+ * (the peer ended it, or it was lost) or a negative errno, with e. */
+static int how_it_ended(int rc, const struct srdma_err *e)
+{
+	if (e->code == -ECONNRESET)
+		return SRDMA_CLOSE_LOST;
+	if (rc < 0)
+		return SRDMA_CLOSE_PROTOCOL;
+	switch (e->code) {
+	case 0:
+		return SRDMA_CLOSE_BYE;
+	case -ECONNABORTED:
+		return SRDMA_CLOSE_ERROR;
+	case -ETIMEDOUT:
+		return SRDMA_CLOSE_TIMEOUT;
+	default:
+		return SRDMA_CLOSE_LOST;
+	}
+}
+
 int srdma_conn_poll_ctrl(struct srdma_conn *c, struct srdma_err *err)
 {
 	struct srdma_err e = { 0 };
@@ -559,10 +643,11 @@ int srdma_conn_poll_ctrl(struct srdma_conn *c, struct srdma_err *err)
 	if (rc == 0)
 		rc = check_liveness(c, &e);
 	if (rc) {
-		c->end_rc = rc;
+		c->end_rc = how_it_ended(rc, &e);
 		c->end_err = e;
 		if (err)
 			*err = e;
+		rc = c->end_rc;
 	}
 	return rc;
 }
@@ -590,9 +675,12 @@ void srdma_conn_free(struct srdma_conn *c)
 	}
 	if (c->fd >= 0)
 		close(c->fd);
-	if (c->own_dev) {
-		srdma_dev_close(c->dev);
-		free(c->dev);
+	if (c->client)
+		srdma_client_unref(c->client);
+	if (c->listener) {
+		if (c->counted)
+			__atomic_sub_fetch(&c->listener->clients, 1, __ATOMIC_RELEASE);
+		srdma_listener_unref(c->listener);
 	}
 	free(c);
 }
@@ -640,6 +728,11 @@ void srdma_conn_close(struct srdma_conn *c, uint16_t code, const char *text)
 	 * flood) must not hold the caller here. The socket's own buffer
 	 * takes these few bytes from any peer that still reads. */
 	deadline = srdma_now_ms();
+	/* Code 0 after the channel ended: the reason that fits how. */
+	if (!code && c->end_rc == SRDMA_CLOSE_TIMEOUT)
+		code = SRDMA_ERROR_NOT_RESPONDING;
+	else if (!code && c->end_rc == SRDMA_CLOSE_PROTOCOL)
+		code = SRDMA_ERROR_BAD_MESSAGE;
 	if (c->ssl && SSL_is_init_finished(c->ssl)) {
 		if (code)
 			srdma_ctrl_send_error(c, code, text, deadline);

@@ -13,15 +13,6 @@
 
 #include "srdma_internal.h"
 
-struct srdma_listener {
-	SSL_CTX *ctx;
-	int fd;
-	uint16_t port;
-	int handshake_ms;
-	int peer_timeout_ms;	/* resolved: 0 never */
-	struct srdma_qp_shape shape;
-	struct srdma_dev dev;
-};
 
 static int bind_listen(int family, const struct sockaddr *sa, socklen_t len,
 		       int *out)
@@ -35,7 +26,7 @@ static int bind_listen(int family, const struct sockaddr *sa, socklen_t len,
 	/* "::" serves IPv4 too. */
 	if (family == AF_INET6)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
-	if (bind(fd, sa, len) < 0 || listen(fd, 128) < 0) {
+	if (bind(fd, sa, len) < 0 || listen(fd, SOMAXCONN) < 0) {
 		int e = errno;
 
 		close(fd);
@@ -91,13 +82,33 @@ static int open_socket(struct srdma_listener *l, const char *addr,
 	return rc;
 }
 
-int srdma_listen(const struct srdma_server_opts *o, struct srdma_listener **out,
+/* The port the kernel chose when asked for 0. */
+static int bound_port(struct srdma_listener *l, struct srdma_err *err)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+
+	if (getsockname(l->fd, (struct sockaddr *)&ss, &len) < 0) {
+		srdma_set_err(err, -errno, "listen", "getsockname: %s", strerror(errno));
+		return -errno;
+	}
+	l->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+						 : ((struct sockaddr_in *)&ss)->sin_port);
+	return 0;
+}
+
+int srdma_listen(const struct srdma_server_opts *opts, struct srdma_listener **out,
 		 struct srdma_err *err)
 {
+	struct srdma_server_opts so;
+	const struct srdma_server_opts *o = &so;
 	struct srdma_listener *l;
 	int rc;
 
-	rc = srdma_check_rdma_opts(&o->rdma, err);
+	rc = srdma_opts_take(&so, sizeof(so), SRDMA_SERVER_OPTS_SIZE_V1, opts,
+			     "srdma_server_opts", err);
+	if (!rc)
+		rc = srdma_check_rdma_opts(&o->rdma, err);
 	if (rc)
 		return rc;
 	l = calloc(1, sizeof(*l));
@@ -106,7 +117,10 @@ int srdma_listen(const struct srdma_server_opts *o, struct srdma_listener **out,
 		return -ENOMEM;
 	}
 	l->fd = -1;
-	l->port = o->port ? o->port : SRDMA_DEFAULT_PORT;
+	l->epfd = l->evfd = l->timerfd = -1;
+	l->refs = 1;
+	pthread_mutex_init(&l->lock, NULL);
+	l->port = o->port;
 	l->handshake_ms = o->handshake_ms > 0 ? o->handshake_ms : SRDMA_DEFAULT_HANDSHAKE_MS;
 	l->peer_timeout_ms = srdma_peer_timeout(o->peer_timeout_ms);
 	srdma_qp_shape_from_opts(&l->shape, &o->rdma);
@@ -127,6 +141,10 @@ int srdma_listen(const struct srdma_server_opts *o, struct srdma_listener **out,
 	if (rc)
 		goto fail;
 	rc = open_socket(l, o->bind_addr, err);
+	if (!rc)
+		rc = bound_port(l, err);
+	if (!rc)
+		rc = srdma_acceptor_init(l, o, err);
 	if (rc)
 		goto fail;
 	*out = l;
@@ -134,11 +152,6 @@ int srdma_listen(const struct srdma_server_opts *o, struct srdma_listener **out,
 fail:
 	srdma_listener_free(l);
 	return rc;
-}
-
-int srdma_listener_fd(const struct srdma_listener *l)
-{
-	return l->fd;
 }
 
 uint16_t srdma_listener_port(const struct srdma_listener *l)
@@ -156,21 +169,39 @@ int srdma_listener_ib_port(const struct srdma_listener *l)
 	return l->dev.port;
 }
 
+void srdma_listener_ref(struct srdma_listener *l)
+{
+	__atomic_add_fetch(&l->refs, 1, __ATOMIC_RELAXED);
+}
+
+void srdma_listener_unref(struct srdma_listener *l)
+{
+	if (__atomic_sub_fetch(&l->refs, 1, __ATOMIC_ACQ_REL))
+		return;
+	srdma_dev_close(&l->dev);
+	SSL_CTX_free(l->ctx);
+	pthread_mutex_destroy(&l->lock);
+	free(l);
+}
+
 void srdma_listener_free(struct srdma_listener *l)
 {
 	if (!l)
 		return;
+	srdma_acceptor_stop(l);
 	if (l->fd >= 0)
 		close(l->fd);
-	srdma_dev_close(&l->dev);
-	SSL_CTX_free(l->ctx);
-	free(l);
+	l->fd = -1;
+	srdma_listener_unref(l);
 }
 
-int srdma_accept_fd(struct srdma_listener *l, int *fd, struct srdma_err *err)
+int srdma_accept_fd(struct srdma_listener *l, int *fd, char *addr, size_t addr_len,
+		    struct srdma_err *err)
 {
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
 	int one = 1;
-	int s = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	int s = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
 	if (s < 0) {
 		int e = errno;
@@ -180,6 +211,8 @@ int srdma_accept_fd(struct srdma_listener *l, int *fd, struct srdma_err *err)
 		srdma_set_err(err, -e, "accept", "%s", strerror(e));
 		return -e;
 	}
+	if (addr)
+		srdma_format_addr((struct sockaddr *)&ss, addr, addr_len);
 	setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	srdma_sock_liveness(s, l->peer_timeout_ms);
 	*fd = s;
@@ -199,6 +232,8 @@ int srdma_server_start_tls(struct srdma_listener *l, int fd, int64_t deadline,
 	}
 	c->fd = fd;
 	c->server = true;
+	c->listener = l;
+	srdma_listener_ref(l);
 	c->dev = &l->dev;
 	c->shape = l->shape;
 	c->peer_timeout_ms = l->peer_timeout_ms;
@@ -258,20 +293,41 @@ void srdma_server_reject(struct srdma_listener *l, int fd, uint16_t code,
 	srdma_conn_linger_free(c, 1000);
 }
 
-int srdma_accept(struct srdma_listener *l, struct srdma_conn **out,
+int srdma_accept(struct srdma_listener *l, int timeout_ms, struct srdma_conn **out,
 		 struct srdma_err *err)
 {
-	for (;;) {
-		struct pollfd p = { .fd = l->fd, .events = POLLIN };
-		int fd, rc = srdma_accept_fd(l, &fd, err);
+	int64_t deadline = timeout_ms < 0 ? -1 : srdma_now_ms() + timeout_ms;
 
-		if (rc == 0)
-			return srdma_server_handshake(l, fd, out, err);
-		if (rc != -EAGAIN)
+	for (;;) {
+		struct pollfd p = { .fd = l->epfd, .events = POLLIN };
+		const struct srdma_event *ev;
+		int rc = srdma_listener_get_event(l, &ev);
+
+		if (rc < 0) {
+			srdma_set_err(err, rc, "accept", "%s", strerror(-rc));
 			return rc;
-		if (poll(&p, 1, -1) < 0 && errno != EINTR) {
-			srdma_set_err(err, -errno, "accept", "poll: %s", strerror(errno));
-			return -errno;
+		}
+		if (rc == 1) {
+			if (ev->type == SRDMA_EVENT_CONNECTED) {
+				*out = ev->conn;
+				return 0;
+			}
+			continue;
+		}
+		rc = poll(&p, 1, srdma_ms_left(deadline));
+		if (rc < 0 && errno == EINTR) {
+			srdma_set_err(err, -EINTR, "accept", "interrupted by a signal");
+			return -EINTR;
+		}
+		if (rc < 0) {
+			rc = -errno;
+			srdma_set_err(err, rc, "accept", "poll: %s", strerror(-rc));
+			return rc;
+		}
+		if (rc == 0) {
+			srdma_set_err(err, -ETIMEDOUT, "accept", "no client set up within %d ms",
+				      timeout_ms);
+			return -ETIMEDOUT;
 		}
 	}
 }

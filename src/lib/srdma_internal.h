@@ -2,10 +2,12 @@
 #ifndef SRDMA_INTERNAL_H
 #define SRDMA_INTERNAL_H
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 #include <openssl/ssl.h>
 #include <infiniband/verbs.h>
@@ -24,6 +26,19 @@ void srdma_sock_liveness(int fd, int timeout_ms);
 __attribute__((format(printf, 4, 5)))
 void srdma_set_err(struct srdma_err *e, int code, const char *step,
 		   const char *fmt, ...);
+/*
+ * An options struct as the caller's size says (its first field): copied
+ * into dst (the library's own, dst_size bytes), the fields the caller's
+ * header did not have left zero. Refused when the size is below min_size
+ * (not initialised) or when a field this library does not know is set.
+ */
+int srdma_opts_take(void *dst, size_t dst_size, size_t min_size, const void *src,
+		    const char *what, struct srdma_err *err);
+/* The smallest size of each options struct the library takes: the layout
+ * of the first release with the size field. */
+#define SRDMA_SERVER_OPTS_SIZE_V1 sizeof(struct srdma_server_opts)
+#define SRDMA_CLIENT_OPTS_SIZE_V1 sizeof(struct srdma_client_opts)
+
 /* Checks shared by both sides' options (buffer size range). */
 int srdma_check_rdma_opts(const struct srdma_rdma_opts *o, struct srdma_err *err);
 /* Monotonic milliseconds. */
@@ -132,7 +147,9 @@ struct srdma_conn {
 	SSL *ssl;
 	bool server;
 	struct srdma_dev *dev;
-	bool own_dev;		/* the client opens its own device */
+	struct srdma_client *client;	/* client side: holds a reference */
+	struct srdma_listener *listener; /* server side: holds a reference */
+	bool counted;		/* handed over: counts against max_clients */
 	struct srdma_qp_shape shape;	/* max_inline: then what the QP took */
 	uint32_t exporter_peer_psn;	/* exporter mode: the peer's, derived */
 	int64_t t_start;		/* setup began (srdma_now_us) */
@@ -174,12 +191,30 @@ int srdma_verbs_local_params(struct srdma_conn *c, struct srdma_err *err);
 /* INIT -> RTR (rq_psn = peer's PSN) -> RTS (sq_psn = ours), then check. */
 int srdma_verbs_connect(struct srdma_conn *c, struct srdma_err *err);
 void srdma_verbs_destroy(struct srdma_conn *c);
+/*
+ * During setup: the next completion from cq (one of c's) before the
+ * deadline, the control channel watched meanwhile (a peer that refuses says
+ * so there, one that leaves closes it: either is known at once). 1 with *wc
+ * filled; negative with err filled (step names the setup step; late is the
+ * message for -ETIMEDOUT). The other CQ may be left unarmed: setup arms
+ * both when it ends.
+ */
+int srdma_conn_wait_cq(struct srdma_conn *c, struct ibv_cq *cq, int64_t deadline,
+		       const char *step, const char *late, struct ibv_wc *wc,
+		       struct srdma_err *err);
 
-/* --- peer binding (binding.c) --- */
+/* --- peer binding (binding.c): the message, made and checked --- */
 
-/* Each side's first RDMA message proves it holds the TLS session. */
-int srdma_binding_exchange(struct srdma_conn *c, int64_t deadline,
-			   struct srdma_err *err);
+/* "SRB1" + HMAC-SHA256 (binding.c says of what). */
+#define SRDMA_BINDING_LEN (4 + 32)
+/* The binding message this side sends. */
+int srdma_binding_make(SSL *ssl, bool server, const struct srdma_params *local,
+		       const struct srdma_params *remote, uint8_t out[SRDMA_BINDING_LEN],
+		       struct srdma_err *err);
+/* Whether got (len bytes) is the peer's binding message: 0, or -EACCES. */
+int srdma_binding_check(SSL *ssl, bool server, const struct srdma_params *local,
+			const struct srdma_params *remote, const uint8_t *got, size_t len,
+			struct srdma_err *err);
 /* Tests only (never set by the library): 1 sends a wrong MAC, 2 sends
  * plain data instead of the binding message, 3 closes the connection in
  * its place. Hidden from the shared library's exports. */
@@ -194,10 +229,78 @@ int srdma_ctrl_send_error(struct srdma_conn *c, uint16_t code,
 /* Receive one message; an invalid one is answered with ERROR(bad message). */
 int srdma_ctrl_recv(struct srdma_conn *c, struct srdma_msg *m,
 		    int64_t deadline, struct srdma_err *err);
+/* --- the listener and its acceptor (server.c, acceptor.c) --- */
+
+struct srdma_pending;
+struct srdma_reject;
+/* Refusals in flight at once (each needs a TLS handshake); beyond them a
+ * refused connection is closed without a word. */
+#define SRDMA_MAX_REJECTS 8
+
+struct srdma_listener {
+	SSL_CTX *ctx;
+	int fd;
+	uint16_t port;
+	int handshake_ms;
+	int peer_timeout_ms;	/* resolved: 0 never */
+	struct srdma_qp_shape shape;
+	struct srdma_dev dev;
+	/* The device and TLS context outlive the listener while connections
+	 * made by it live: one reference for the listener, one for each
+	 * connection object (atomic). */
+	int refs;
+
+	/* The acceptor. epfd (what the caller watches) holds the listening
+	 * socket, evfd (a setup thread finished) and timerfd (the listener's
+	 * rest after EMFILE is over). */
+	int epfd, evfd, timerfd;
+	bool watching;			/* the listening socket is in epfd */
+	bool paused;			/* resting after EMFILE (timerfd) */
+	bool slot_wait;			/* every setup record is taken */
+	unsigned int max_clients, max_handshakes;
+	unsigned int clients;		/* atomic: handed over, not closed */
+	unsigned int next_id;
+	pthread_mutex_t lock;		/* pending states set by threads */
+	struct srdma_pending *pend;
+	unsigned int pend_len;		/* room: evicted setups take a while */
+	struct srdma_reject *rejects;	/* SRDMA_MAX_REJECTS */
+	struct srdma_event ev;		/* the one get_event last returned */
+	struct srdma_listener_stats stats;
+};
+
+/* accept(2) one TCP connection (-EAGAIN: none waiting), options set. */
+int srdma_accept_fd(struct srdma_listener *l, int *fd, char *addr, size_t addr_len,
+		    struct srdma_err *err);
+/* The whole setup on an accepted socket (fd taken), within the deadline. */
+int srdma_server_handshake(struct srdma_listener *l, int fd,
+			   struct srdma_conn **out, struct srdma_err *err);
+/* Complete TLS on fd, send ERROR(code, text), linger, close fd. */
+void srdma_server_reject(struct srdma_listener *l, int fd, uint16_t code,
+			 const char *text);
+/* Set up the acceptor's descriptors and tables (srdma_listen). */
+int srdma_acceptor_init(struct srdma_listener *l, const struct srdma_server_opts *o,
+			struct srdma_err *err);
+/* End setups and refusals in flight and join their threads. */
+void srdma_acceptor_stop(struct srdma_listener *l);
+void srdma_listener_ref(struct srdma_listener *l);
+struct srdma_client;
+/* Drop a reference to a client: the last one frees it. */
+void srdma_client_unref(struct srdma_client *cl);
+/* Drop a reference: the last one frees the device and TLS context. */
+void srdma_listener_unref(struct srdma_listener *l);
+/* "192.0.2.1:40000" or "[2001:db8::1]:40000" (IPv4-mapped shown as IPv4). */
+void srdma_format_addr(const struct sockaddr *sa, char *buf, size_t len);
+/* Start a thread with every signal blocked. */
+int srdma_thread_start(pthread_t *t, void *(*fn)(void *), void *arg);
+
 /* A server connection object around an accepted socket, TLS done (fd is
  * taken, and closed on failure). */
 int srdma_server_start_tls(struct srdma_listener *l, int fd, int64_t deadline,
 			   struct srdma_conn **out, struct srdma_err *err);
+/* The binding messages over the QP (the client first, the server once it
+ * has verified the client's). */
+int srdma_binding_exchange(struct srdma_conn *c, int64_t deadline,
+			   struct srdma_err *err);
 /* The parameter exchange after TLS, either side. */
 int srdma_conn_setup(struct srdma_conn *c, int64_t deadline,
 		     struct srdma_err *err);

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -67,16 +68,33 @@ const char *srdma_error_name(uint16_t code)
 	return srdma_err_code_name(code);
 }
 
-void srdma_server_opts_init(struct srdma_server_opts *o)
+int srdma_opts_take(void *dst, size_t dst_size, size_t min_size, const void *src,
+		    const char *what, struct srdma_err *err)
 {
-	memset(o, 0, sizeof(*o));
-	o->rdma.gid_index = -1;
-}
+	size_t have;
 
-void srdma_client_opts_init(struct srdma_client_opts *o)
-{
-	memset(o, 0, sizeof(*o));
-	o->rdma.gid_index = -1;
+	if (!src) {
+		srdma_set_err(err, -EINVAL, "options", "no %s given", what);
+		return -EINVAL;
+	}
+	memcpy(&have, src, sizeof(have));	/* size is the first field */
+	if (have < min_size) {
+		srdma_set_err(err, -EINVAL, "options",
+			      "struct %s: size %zu: fill it with %s_init() first", what, have, what);
+		return -EINVAL;
+	}
+	/* A newer header's fields: only if the caller left them all zero. */
+	for (size_t i = dst_size; i < have; i++)
+		if (((const unsigned char *)src)[i]) {
+			srdma_set_err(err, -E2BIG, "options",
+				      "struct %s sets an option this libsrdma %s does not know "
+				      "(the program was built against a newer srdma.h)",
+				      what, srdma_version());
+			return -E2BIG;
+		}
+	memset(dst, 0, dst_size);
+	memcpy(dst, src, have < dst_size ? have : dst_size);
+	return 0;
 }
 
 void srdma_sigpipe_block(struct srdma_sigpipe_guard *g)
@@ -164,4 +182,41 @@ void srdma_sock_liveness(int fd, int timeout_ms)
 	setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
 	setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
 	setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user, sizeof(user));
+}
+
+void srdma_format_addr(const struct sockaddr *sa, char *buf, size_t len)
+{
+	char host[INET6_ADDRSTRLEN] = "?";
+
+	snprintf(buf, len, "?");
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
+
+		inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
+		snprintf(buf, len, "%s:%u", host, ntohs(a->sin_port));
+	} else if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+
+		if (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr)) {
+			inet_ntop(AF_INET, &a->sin6_addr.s6_addr[12], host, sizeof(host));
+			snprintf(buf, len, "%s:%u", host, ntohs(a->sin6_port));
+		} else {
+			inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
+			snprintf(buf, len, "[%s]:%u", host, ntohs(a->sin6_port));
+		}
+	}
+}
+
+int srdma_thread_start(pthread_t *t, void *(*fn)(void *), void *arg)
+{
+	sigset_t all, old;
+	int rc;
+
+	/* The new thread inherits this mask: a signal meant for the caller's
+	 * program is never delivered to one of ours. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	rc = pthread_create(t, NULL, fn, arg);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return -rc;
 }

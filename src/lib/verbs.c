@@ -492,18 +492,99 @@ int srdma_conn_next_wc(struct srdma_conn *c, int timeout_ms, struct ibv_wc *wc)
 	int64_t deadline = timeout_ms < 0 ? -1 : srdma_now_ms() + timeout_ms;
 
 	for (;;) {
-		struct pollfd p = { .fd = c->channel->fd, .events = POLLIN };
+		struct pollfd p[2] = { { .fd = c->channel->fd, .events = POLLIN },
+				       { .fd = c->fd, .events = POLLIN } };
 		/* One completion, or none with both CQs armed again. */
-		int n = srdma_conn_poll_wc(c, wc, 1);
+		int n = srdma_conn_poll_wc(c, wc, 1), wait, ctrl;
 
 		if (n)
 			return n;
-		n = poll(&p, 1, srdma_ms_left(deadline));
+		/* The control channel is served too: the peer's probes are
+		 * answered, and its leaving ends the wait. */
+		if (srdma_conn_poll_ctrl(c, NULL))
+			return -ENOTCONN;
+		wait = srdma_ms_left(deadline);
+		ctrl = srdma_conn_ctrl_timeout_ms(c);
+		if (ctrl >= 0 && (wait < 0 || ctrl < wait))
+			wait = ctrl;
+		n = poll(p, 2, wait);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
 			return -errno;
-		if (n == 0)
+		if (n == 0 && srdma_ms_left(deadline) == 0)
 			return 0;
+	}
+}
+
+/* The control channel ended a setup step: say how, as it happened. */
+static int setup_peer_ended(int how, const struct srdma_err *peer, const char *step,
+			    struct srdma_err *err)
+{
+	switch (how) {
+	case SRDMA_CLOSE_BYE:
+		srdma_set_err(err, -ECONNRESET, step,
+			      "the peer closed the connection (BYE) before setup finished");
+		return -ECONNRESET;
+	case SRDMA_CLOSE_ERROR:
+		srdma_set_err(err, -ECONNREFUSED, step, "the peer refused: %s", peer->msg);
+		if (err)
+			err->peer_code = peer->peer_code;
+		return -ECONNREFUSED;
+	case SRDMA_CLOSE_PROTOCOL:
+		srdma_set_err(err, peer->code, step, "%s: %s", peer->step, peer->msg);
+		return peer->code;
+	default:
+		srdma_set_err(err, peer->code, step, "%s", peer->msg);
+		return peer->code;
+	}
+}
+
+int srdma_conn_wait_cq(struct srdma_conn *c, struct ibv_cq *cq, int64_t deadline,
+		       const char *step, const char *late, struct ibv_wc *wc,
+		       struct srdma_err *err)
+{
+	for (;;) {
+		struct pollfd p[2] = { { .fd = c->channel->fd, .events = POLLIN },
+				       { .fd = c->fd, .events = POLLIN } };
+		struct ibv_cq *ev_cq;
+		void *ctx;
+		int n = ibv_poll_cq(cq, 1, wc);
+
+		if (n == 0) {
+			/* Arm, then look again: a completion that came before
+			 * the arming raises no event. */
+			if (ibv_req_notify_cq(cq, 0)) {
+				srdma_set_err(err, -EIO, step, "arm CQ");
+				return -EIO;
+			}
+			n = ibv_poll_cq(cq, 1, wc);
+		}
+		if (n < 0) {
+			srdma_set_err(err, -EIO, step, "poll CQ");
+			return -EIO;
+		}
+		if (n == 1)
+			return 1;
+		n = poll(p, 2, srdma_ms_left(deadline));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n == 0) {
+			srdma_set_err(err, -ETIMEDOUT, step, "%s", late);
+			return -ETIMEDOUT;
+		}
+		if (n < 0) {
+			srdma_set_err(err, -errno, step, "poll: %s", strerror(errno));
+			return -errno;
+		}
+		if (p[1].revents) {
+			struct srdma_err peer;
+			int how = srdma_conn_poll_ctrl(c, &peer);
+
+			if (how)
+				return setup_peer_ended(how, &peer, step, err);
+		}
+		if (p[0].revents && ibv_get_cq_event(c->channel, &ev_cq, &ctx) == 0)
+			ibv_ack_cq_events(ev_cq, 1);
 	}
 }

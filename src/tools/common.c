@@ -129,3 +129,92 @@ unsigned long raise_nofile(unsigned long want)
 	}
 	return rl.rlim_cur == RLIM_INFINITY ? ~0ul : (unsigned long)rl.rlim_cur;
 }
+
+void tool_opts_init(struct tool_opts *t, const char *prog)
+{
+	memset(t, 0, sizeof(*t));
+	t->prog = prog;
+	t->rdma.gid_index = -1;
+}
+
+int tool_opt(struct tool_opts *t, int ch, const char *arg)
+{
+	unsigned long v;
+
+	switch (ch) {
+	case 'p':
+		if (!parse_ulong(t->prog, "--port", arg, 1, 65535, &v))
+			return -1;
+		t->port = (uint16_t)v;
+		return 1;
+	case 'd': t->rdma.dev_name = arg; return 1;
+	case 'i':
+		if (!parse_ulong(t->prog, "--ib-port", arg, 1, 255, &v))
+			return -1;
+		t->rdma.ib_port = (int)v;
+		return 1;
+	case 'g':
+		/* An address vector holds GID indexes 0..255. */
+		if (!parse_ulong(t->prog, "--gid-index", arg, 0, 255, &v))
+			return -1;
+		t->rdma.gid_index = (int)v;
+		return 1;
+	case 's':
+		if (!parse_ulong(t->prog, "--buf-size", arg, 64, SRDMA_MAX_BUF_SIZE, &v))
+			return -1;
+		t->rdma.buf_size = v;
+		return 1;
+	case 'c': t->cert = arg; return 1;
+	case 'k': t->key = arg; return 1;
+	case 'a': t->ca = arg; return 1;
+	case 'C': t->client_ca = arg; return 1;
+	case 'r': t->crl = arg; return 1;
+	case 't':
+		if (!parse_ulong(t->prog, "--timeout", arg, 100, 600000, &v))
+			return -1;
+		t->handshake_ms = (int)v;
+		return 1;
+	case 'T':
+		return parse_peer_timeout(t->prog, arg, &t->peer_timeout_ms) ? 1 : -1;
+	case 'P':
+		if (!strcmp(arg, "exchange")) {
+			t->rdma.psn_mode = SRDMA_PSN_EXCHANGE;
+		} else if (!strcmp(arg, "exporter")) {
+			t->rdma.psn_mode = SRDMA_PSN_EXPORTER;
+		} else {
+			fprintf(stderr, "%s: --psn-mode: '%s' is not exchange or exporter\n",
+				t->prog, arg);
+			return -1;
+		}
+		return 1;
+	case 'j': t->json = true; return 1;
+	case 'v': t->verbose = true; return 1;
+	default:
+		return 0;
+	}
+}
+
+void tool_server_opts(const struct tool_opts *t, struct srdma_server_opts *o)
+{
+	if (t->port)
+		o->port = t->port;
+	o->cert_file = t->cert;
+	o->key_file = t->key;
+	o->client_ca = t->client_ca;
+	o->crl_file = t->crl;
+	o->handshake_ms = t->handshake_ms;
+	o->peer_timeout_ms = t->peer_timeout_ms;
+	o->rdma = t->rdma;
+}
+
+void tool_client_opts(const struct tool_opts *t, struct srdma_client_opts *o)
+{
+	o->port = t->port;
+	o->ca_file = t->ca;
+	o->cert_file = t->cert;
+	o->key_file = t->key;
+	o->crl_file = t->crl;
+	o->handshake_ms = t->handshake_ms;
+	o->peer_timeout_ms = t->peer_timeout_ms;
+	o->rdma = t->rdma;
+}

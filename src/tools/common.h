@@ -14,6 +14,36 @@ bool parse_ulong(const char *prog, const char *option, const char *s,
 /* --peer-timeout MS: 0 (never: -1 in *out) or 300..86400000; on failure
  * print "PROG: --peer-timeout: ..." and return false. */
 bool parse_peer_timeout(const char *prog, const char *s, int *out);
+/*
+ * The options srdma-server, srdma-client and srdma-bench share. A short
+ * option means one thing in all three (each takes the ones that apply):
+ *   -p port          -d dev           -i ib-port       -g gid-index
+ *   -s buf-size      -c cert          -k key           -a ca
+ *   -C client-ca     -r crl           -t setup deadline (ms)
+ *   -T peer-timeout  -P psn-mode      -j json          -v verbose
+ * Each program lists its own long options (getopt) and hands these letters
+ * to tool_opt().
+ */
+#include <srdma.h>
+
+struct tool_opts {
+	const char *prog;
+	uint16_t port;			/* 0: not given */
+	const char *cert, *key, *ca, *client_ca, *crl;
+	int handshake_ms;		/* 0: the library's default */
+	int peer_timeout_ms;		/* 0: default, -1: never */
+	struct srdma_rdma_opts rdma;	/* gid_index -1: automatic */
+	bool json, verbose;
+};
+void tool_opts_init(struct tool_opts *t, const char *prog);
+/* Store option ch (with its argument): 1 when it is one of the shared
+ * letters above, 0 when it is not, -1 when its value is bad (the message
+ * printed: exit 2). */
+int tool_opt(struct tool_opts *t, int ch, const char *arg);
+/* The shared options into a listener's or a client's options. */
+void tool_server_opts(const struct tool_opts *t, struct srdma_server_opts *o);
+void tool_client_opts(const struct tool_opts *t, struct srdma_client_opts *o);
+
 /* Write s as a JSON string (quotes included). */
 void json_string(FILE *f, const char *s, size_t len);
 /* Bytes a peer sent, made safe for a log line or a terminal: printable

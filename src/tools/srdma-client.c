@@ -18,8 +18,11 @@
 #include "common.h"
 
 static const char *prog = "srdma-client";
+enum { OPT_RECONNECT = 256 };
 static bool json, verbose, interactive;
 static int op_timeout_ms = 5000;
+/* --reconnect: how long to keep trying after a connection ends (0: off). */
+static int reconnect_ms;
 
 struct stats {
 	unsigned long echoes, writes, failures;
@@ -28,6 +31,8 @@ struct stats {
 };
 
 struct client {
+	struct srdma_client *cl;	/* CA and device loaded once; tickets kept */
+	const char *host;
 	struct srdma_conn *c;
 	const struct srdma_conn_info *info;
 	size_t bs;
@@ -56,7 +61,7 @@ static void usage(FILE *f)
 "                         hashed directory (required)\n"
 "  -c, --cert FILE        client certificate, for servers that require one\n"
 "  -k, --key FILE         its private key\n"
-"  -n, --server-name NAME name the server certificate must carry (default:\n"
+"  -S, --server-name NAME name the server certificate must carry (default:\n"
 "                         HOST)\n"
 "  -d, --dev NAME         RDMA device (default: the first)\n"
 "  -i, --ib-port N        device port (default 1)\n"
@@ -75,6 +80,15 @@ static void usage(FILE *f)
 "  -P, --psn-mode MODE    exchange (default): random PSNs sent inside TLS;\n"
 "                         exporter: both PSNs derived from the TLS session,\n"
 "                         none sent at all (both sides must use the same)\n"
+"      --reconnect[=SECONDS]  when the connection ends (the server restarts,\n"
+"                         is lost or stops responding), connect again, with\n"
+"                         backoff (0.1 s doubling to 5 s, jittered), for up\n"
+"                         to SECONDS (default 60): a new QP, new PSNs, the\n"
+"                         TLS session resumed if the same server process is\n"
+"                         still there. A command in flight when it\n"
+"                         ended is reported failed, never sent again; auto\n"
+"                         goes on with its next round. Not after the server\n"
+"                         broke the protocol\n"
 "  -v, --verbose          also print PSNs, the server's rkey and window address\n"
 "                         (secrets; never printed without -v, text or JSON)\n"
 "  -V, --version          print the version\n"
@@ -95,7 +109,7 @@ static void usage(FILE *f)
 "\n"
 "Exit status: 0 after quit, EOF or the server's BYE between commands; 1 when\n"
 "the connection fails, is lost, or ends with a command in flight (the message\n"
-"says which step and why); 2 on bad usage.\n");
+"says which step and why), or --reconnect gave up; 2 on bad usage.\n");
 }
 
 static void report_error(const char *step, const char *msg)
@@ -151,17 +165,20 @@ static void check_ctrl(struct client *cl)
 
 	if (rc == 0)
 		return;
-	if (rc > 0 && err.code == 0)
+	switch (rc) {
+	case SRDMA_CLOSE_BYE:
 		note_closed(cl, "server said bye", true, 0);
-	else if (rc > 0 && err.code == -ECONNABORTED)
-		note_closed(cl, err.msg, false, 0);
-	else if (rc > 0 && err.code == -ETIMEDOUT)
+		break;
+	case SRDMA_CLOSE_TIMEOUT:
 		note_closed(cl, "server not responding", false, SRDMA_ERROR_NOT_RESPONDING);
-	else if (rc > 0)
-		note_closed(cl, err.msg, false, 0);
-	else {
+		break;
+	case SRDMA_CLOSE_PROTOCOL:
 		snprintf(why, sizeof(why), "%s: %s", err.step, err.msg);
 		note_closed(cl, why, false, SRDMA_ERROR_BAD_MESSAGE);
+		break;
+	default:	/* ERROR (its text), or lost */
+		note_closed(cl, err.msg, false, 0);
+		break;
 	}
 }
 
@@ -426,13 +443,74 @@ fail:
 	return -1;
 }
 
+static void print_connected(const struct srdma_conn_info *i);
+
+/* End the connection: BYE, or ERROR with why we end it (our QP failed, the
+ * server broke the protocol) so that the server logs the real reason. */
+static void end_conn(struct client *cl)
+{
+	srdma_conn_close(cl->c, cl->close_code, cl->close_code ? cl->close_reason : NULL);
+	cl->c = NULL;
+}
+
+/*
+ * After the connection ended, with --reconnect: a new one (new QP, new
+ * PSNs, the TLS session resumed when the server gave a ticket), with
+ * backoff, for up to --reconnect's time. Nothing that was in flight is
+ * sent again: that command was already reported failed. Not after the
+ * server broke the protocol: that is no outage. true: connected again.
+ */
+static bool recover(struct client *cl)
+{
+	struct srdma_err err;
+	unsigned int attempts = 0;
+	int rc;
+
+	if (!cl->closed)
+		return true;
+	if (!reconnect_ms || !cl->c || cl->close_code == SRDMA_ERROR_BAD_MESSAGE)
+		return false;
+	if (json) {
+		printf("{\"event\":\"reconnecting\",\"reason\":");
+		json_string(stdout, cl->close_reason, strlen(cl->close_reason));
+		printf("}\n");
+	} else {
+		printf("connection ended (%s): reconnecting\n", cl->close_reason);
+	}
+	fflush(stdout);
+	end_conn(cl);
+	rc = srdma_client_reconnect(cl->cl, cl->host, reconnect_ms, &cl->c, &attempts, &err);
+	if (rc) {
+		cl->c = NULL;
+		report_error(err.step, err.msg);
+		snprintf(cl->close_reason, sizeof(cl->close_reason), "reconnect failed: %s",
+			 err.msg);
+		cl->close_clean = false;
+		return false;
+	}
+	cl->closed = false;
+	cl->close_code = 0;
+	cl->info = srdma_conn_info(cl->c);
+	cl->bs = srdma_conn_buf_size(cl->c);
+	if (json)
+		printf("{\"event\":\"reconnected\",\"attempts\":%u,\"tls_resumed\":%s}\n",
+		       attempts, cl->info->tls_resumed ? "true" : "false");
+	else
+		printf("reconnected after %u attempt%s%s\n", attempts, attempts == 1 ? "" : "s",
+		       cl->info->tls_resumed ? " (TLS session resumed)" : "");
+	print_connected(cl->info);
+	return true;
+}
+
 static void do_auto(struct client *cl, unsigned long n)
 {
-	unsigned long ok_e = 0, ok_w = 0;
+	unsigned long ok_e = 0, ok_w = 0, failures_before = cl->st.failures;
 	double t0 = now_us();
 	char text[64];
 
-	for (unsigned long i = 1; i <= n && !cl->closed; i++) {
+	/* With --reconnect, a round that fails with the connection is
+	 * reported failed and the next one runs on the new connection. */
+	for (unsigned long i = 1; i <= n && recover(cl); i++) {
 		snprintf(text, sizeof(text), "auto message %lu of %lu", i, n);
 		if (do_send(cl, text, true) == 0)
 			ok_e++;
@@ -442,7 +520,8 @@ static void do_auto(struct client *cl, unsigned long n)
 	}
 	if (json)
 		printf("{\"event\":\"auto\",\"rounds\":%lu,\"echoes_ok\":%lu,\"writes_ok\":%lu,"
-		       "\"elapsed_ms\":%.1f}\n", n, ok_e, ok_w, (now_us() - t0) / 1000);
+		       "\"failures\":%lu,\"elapsed_ms\":%.1f}\n", n, ok_e, ok_w,
+		       cl->st.failures - failures_before, (now_us() - t0) / 1000);
 	else
 		printf("auto: %lu rounds: %lu/%lu echoes ok, %lu/%lu writes ok, %.1f ms\n", n,
 		       ok_e, n, ok_w, n, (now_us() - t0) / 1000);
@@ -632,7 +711,7 @@ static void session(struct client *cl)
 
 		check_ctrl(cl);
 		check_idle_cq(cl);
-		if (cl->closed)
+		if (cl->closed && !recover(cl))
 			return;
 		got = next_line(&in, line, sizeof(line));
 		if (got < 0)
@@ -666,7 +745,7 @@ int main(int argc, char **argv)
 		{ "ca", required_argument, NULL, 'a' },
 		{ "cert", required_argument, NULL, 'c' },
 		{ "key", required_argument, NULL, 'k' },
-		{ "server-name", required_argument, NULL, 'n' },
+		{ "server-name", required_argument, NULL, 'S' },
 		{ "dev", required_argument, NULL, 'd' },
 		{ "ib-port", required_argument, NULL, 'i' },
 		{ "gid-index", required_argument, NULL, 'g' },
@@ -678,79 +757,55 @@ int main(int argc, char **argv)
 		{ "json", no_argument, NULL, 'j' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "psn-mode", required_argument, NULL, 'P' },
+		{ "reconnect", optional_argument, NULL, OPT_RECONNECT },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
 	struct srdma_client_opts o;
+	struct tool_opts t;
 	struct client cl = { 0 };
 	struct srdma_err err;
+	const char *server_name = NULL;
 	unsigned long v;
 	int ch;
 
 	srdma_client_opts_init(&o);
-	while ((ch = getopt_long(argc, argv, "p:a:c:k:n:d:i:g:s:t:o:T:r:P:jvVh", longopts, NULL)) != -1) {
+	tool_opts_init(&t, prog);
+	while ((ch = getopt_long(argc, argv, "p:a:c:k:S:d:i:g:s:t:o:T:r:P:jvVh", longopts, NULL)) != -1) {
 		switch (ch) {
-		case 'p':
-			if (!parse_ulong(prog, "--port", optarg, 1, 65535, &v))
-				return 2;
-			o.port = (uint16_t)v;
-			break;
-		case 'a': o.ca_file = optarg; break;
-		case 'c': o.cert_file = optarg; break;
-		case 'k': o.key_file = optarg; break;
-		case 'n': o.server_name = optarg; break;
-		case 'd': o.rdma.dev_name = optarg; break;
-		case 'i':
-			if (!parse_ulong(prog, "--ib-port", optarg, 1, 255, &v))
-				return 2;
-			o.rdma.ib_port = (int)v;
-			break;
-		case 'g':
-			if (!parse_ulong(prog, "--gid-index", optarg, 0, 255, &v))
-				return 2;
-			o.rdma.gid_index = (int)v;
-			break;
-		case 's':
-			if (!parse_ulong(prog, "--buf-size", optarg, 64, SRDMA_MAX_BUF_SIZE, &v))
-				return 2;
-			o.rdma.buf_size = v;
-			break;
-		case 't':
-			if (!parse_ulong(prog, "--timeout", optarg, 100, 600000, &v))
-				return 2;
-			o.handshake_ms = (int)v;
-			break;
+		case 'S': server_name = optarg; break;
 		case 'o':
 			if (!parse_ulong(prog, "--op-timeout", optarg, 1, 3600000, &v))
 				return 2;
 			op_timeout_ms = (int)v;
 			break;
-		case 'T':
-			if (!parse_peer_timeout(prog, optarg, &o.peer_timeout_ms))
-				return 2;
-			break;
-		case 'r': o.crl_file = optarg; break;
-		case 'j': json = true; break;
-		case 'P':
-			if (!strcmp(optarg, "exchange"))
-				o.rdma.psn_mode = SRDMA_PSN_EXCHANGE;
-			else if (!strcmp(optarg, "exporter"))
-				o.rdma.psn_mode = SRDMA_PSN_EXPORTER;
-			else {
-				fprintf(stderr, "%s: --psn-mode: '%s' is not exchange or exporter\n",
-					prog, optarg);
-				return 2;
+		case OPT_RECONNECT:
+			reconnect_ms = 60000;
+			if (optarg) {
+				if (!parse_ulong(prog, "--reconnect", optarg, 1, 86400, &v))
+					return 2;
+				reconnect_ms = (int)v * 1000;
 			}
 			break;
-		case 'v': verbose = true; break;
 		case 'V': printf("srdma-client %s\n", srdma_version()); return 0;
 		case 'h': usage(stdout); return 0;
 		default:
-			fprintf(stderr, "Try '%s --help'.\n", prog);
-			return 2;
+			switch (tool_opt(&t, ch, optarg)) {
+			case 1:
+				break;
+			case 0:
+				fprintf(stderr, "Try '%s --help'.\n", prog);
+				return 2;
+			default:
+				return 2;
+			}
 		}
 	}
+	tool_client_opts(&t, &o);
+	o.server_name = server_name;
+	json = t.json;
+	verbose = t.verbose;
 	if (optind != argc - 1) {
 		fprintf(stderr, "%s: %s\nTry '%s --help'.\n", prog,
 			optind >= argc ? "no HOST given" : "more than one HOST given", prog);
@@ -764,11 +819,16 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	interactive = isatty(STDIN_FILENO) && !json;
 
-	if (srdma_connect(&o, argv[optind], &cl.c, &err)) {
+	/* Tickets kept: a reconnect resumes the TLS session. */
+	o.resume = reconnect_ms > 0;
+	cl.host = argv[optind];
+	if (srdma_client_new(&o, &cl.cl, &err) ||
+	    srdma_client_connect(cl.cl, cl.host, &cl.c, &err)) {
 		if (err.peer_code && !json)
 			fprintf(stderr, "%s: the server refused the connection: %s\n", prog, err.msg);
 		else
 			report_error(err.step, err.msg);
+		srdma_client_free(cl.cl);
 		return 1;
 	}
 	cl.info = srdma_conn_info(cl.c);
@@ -788,8 +848,7 @@ int main(int argc, char **argv)
 		printf("closed: %s\n", cl.close_reason);
 	}
 	fflush(stdout);
-	/* BYE, or ERROR with why we end it (our QP failed, the server broke
-	 * the protocol) so that the server logs the real reason. */
-	srdma_conn_close(cl.c, cl.close_code, cl.close_code ? cl.close_reason : NULL);
+	end_conn(&cl);
+	srdma_client_free(cl.cl);
 	return cl.close_clean ? 0 : 1;
 }

@@ -1,10 +1,12 @@
 /*
  * srdma-server: serves secure RDMA connections to srdma-client.
  *
- * One thread runs an epoll loop over the listening socket, a signalfd, and
- * each connected client's TLS socket and completion channel: an idle server
- * sleeps in epoll_wait. The blocking part of a new connection (TLS, parameter
- * exchange, QP setup) runs in a short-lived thread per connection, capped.
+ * One thread runs an epoll loop over the library's acceptor (one descriptor:
+ * new clients, refusals, failed setups), a signalfd, and each connected
+ * client's TLS socket and completion channel: an idle server sleeps in
+ * epoll_wait. Admission control (setups on the library's threads, the
+ * client cap, eviction, deadlines, "server full") is libsrdma's; this
+ * program is options, logging and the echo / write-ack protocol.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -18,7 +20,6 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 
@@ -53,62 +54,22 @@ struct ratelimit {
 	unsigned int lines, suppressed;
 };
 
-/*
- * A connection still in its handshake (TLS, parameters, QP setup), run by a
- * thread of its own. These do not take client slots, so connections that
- * never finish cannot keep real clients out; at most max_handshakes are in
- * progress, and one more evicts the oldest.
- */
-enum pending_state { PEND_FREE, PEND_RUNNING, PEND_DONE };
-
-struct pending {
-	enum pending_state state;	/* PEND_DONE is set by the thread, under lock */
-	bool evicted;
-	unsigned int id;
-	int fd;				/* the thread's; closed by it */
-	int hold_fd;			/* dup(fd), ours: shutdown() to evict safely
-					 * even once the thread has closed fd */
-	double started;			/* now_us() */
-	pthread_t thread;
-	struct srdma_conn *conn;
-	struct srdma_err err;
-	int rc;
-};
-
-/* Rejections ("server full") also need a TLS handshake: a few at a time. */
-#define MAX_REJECTS 8
-struct reject {
-	bool busy;
-	bool done;
-	int fd;
-	int hold_fd;	/* dup(fd), for a safe shutdown() at exit */
-	pthread_t thread;
-};
-
 struct server {
 	struct srdma_listener *l;
-	int epfd, sigfd, evfd;
+	int epfd, sigfd;
 	struct slot *slots;
-	unsigned int max_clients, active, next_id;
+	unsigned int max_clients, active;
 	/* Clients whose CQs may hold more than one batch: served round-robin,
 	 * a batch each per turn of the loop (a ring of slot indices). */
 	unsigned int *ready;
 	unsigned int ready_head, ready_len;
-	/* accept() out of descriptors: the listener rests until then. */
-	bool listen_paused;
-	double listen_resume;		/* now_us() */
 	int tick_ms;			/* liveness timers looked at this often */
 	double next_tick;
-	struct ratelimit rl_accept, rl_refused, rl_evicted, rl_failed, rl_dropped;
-	struct pending *pend;
-	unsigned int max_handshakes;	/* in progress, not counting evicted ones */
-	unsigned int pend_len;		/* room: evicted threads take a while to end */
-	struct reject rejects[MAX_REJECTS];
-	pthread_mutex_t lock;		/* pending state set by handshake threads */
+	struct ratelimit rl_accept, rl_refused, rl_evicted, rl_failed;
 };
 
 /* epoll data: pointer-sized tags (kind in the low bits of a slot index). */
-enum { EV_LISTEN = 1, EV_SIGNAL, EV_HANDSHAKE, EV_CTRL, EV_CQ };
+enum { EV_LISTEN = 1, EV_SIGNAL, EV_CTRL, EV_CQ };
 #define EV_TAG(kind, idx) (((uint64_t)(idx) << 8) | (kind))
 
 static void logf_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -188,8 +149,8 @@ static void usage(FILE *f)
 "                         address, else a RoCE v2 GID, else 0)\n"
 "  -s, --buf-size BYTES   message slot and write window size, 64..1073741824\n"
 "                         (default 4096)\n"
-"  -t, --handshake-timeout MS  deadline for a client's whole setup\n"
-"                         (default 10000)\n"
+"  -t, --timeout MS       deadline for a client's whole setup, 100..600000\n"
+"                         (default 10000; also --handshake-timeout)\n"
 "  -T, --peer-timeout MS  a client silent this long, a liveness probe\n"
 "                         unanswered, is disconnected and its slot freed: a\n"
 "                         hung process or a dead host (default 180000;\n"
@@ -275,6 +236,7 @@ static long long counters_at_start[N_SEQ_COUNTERS];
 
 static void log_stats(struct server *s, const char *why)
 {
+	struct srdma_listener_stats st;
 	long long now[N_SEQ_COUNTERS];
 	char line[512];
 	size_t len = 0;
@@ -285,200 +247,14 @@ static void log_stats(struct server *s, const char *why)
 			len += (size_t)snprintf(line + len, sizeof(line) - len, " %s=%lld (+%lld)",
 						seq_counters[i], now[i],
 						now[i] - (counters_at_start[i] > 0 ? counters_at_start[i] : 0));
-	logf_("stats (%s): %u clients, %u connections so far; %s port %d counters:%s", why,
-	      s->active, s->next_id, srdma_listener_device(s->l), srdma_listener_ib_port(s->l),
+	srdma_listener_stats(s->l, &st, sizeof(st));
+	logf_("stats (%s): %u clients, %llu connections so far (%llu refused, %llu failed, "
+	      "%llu evicted); %s port %d counters:%s", why, s->active, st.accepted, st.refused,
+	      st.failed, st.evicted, srdma_listener_device(s->l), srdma_listener_ib_port(s->l),
 	      len ? line : " none readable");
 }
 
 /* --- new connections --- */
-
-static void *handshake_thread(void *arg)
-{
-	struct server *s = ((void **)arg)[0];
-	struct pending *p = ((void **)arg)[1];
-	uint64_t one = 1;
-
-	free(arg);
-	p->rc = srdma_server_handshake(s->l, p->fd, &p->conn, &p->err);
-	pthread_mutex_lock(&s->lock);
-	p->state = PEND_DONE;
-	pthread_mutex_unlock(&s->lock);
-	if (write(s->evfd, &one, sizeof(one)) < 0)
-		perror("srdma-server: eventfd");
-	return NULL;
-}
-
-static void *reject_thread(void *arg)
-{
-	struct server *s = ((void **)arg)[0];
-	struct reject *r = ((void **)arg)[1];
-	uint64_t one = 1;
-
-	free(arg);
-	srdma_server_reject(s->l, r->fd, SRDMA_ERROR_SERVER_FULL, "server full");
-	__atomic_store_n(&r->done, true, __ATOMIC_RELEASE);
-	if (write(s->evfd, &one, sizeof(one)) < 0)
-		perror("srdma-server: eventfd");
-	return NULL;
-}
-
-static bool start_thread(pthread_t *t, void *(*fn)(void *), void *a, void *b)
-{
-	void **arg = malloc(2 * sizeof(void *));
-
-	if (!arg)
-		return false;
-	arg[0] = a;
-	arg[1] = b;
-	if (pthread_create(t, NULL, fn, arg)) {
-		free(arg);
-		return false;
-	}
-	return true;
-}
-
-static void reap_rejects(struct server *s, bool all)
-{
-	for (int i = 0; i < MAX_REJECTS; i++) {
-		struct reject *r = &s->rejects[i];
-
-		if (!r->busy)
-			continue;
-		if (!all && !__atomic_load_n(&r->done, __ATOMIC_ACQUIRE))
-			continue;
-		pthread_join(r->thread, NULL);
-		close(r->hold_fd);
-		r->busy = false;
-	}
-}
-
-static void reject_full(struct server *s, int fd)
-{
-	for (int i = 0; i < MAX_REJECTS; i++) {
-		struct reject *r = &s->rejects[i];
-
-		if (r->busy)
-			continue;
-		r->done = false;
-		r->fd = fd;
-		r->hold_fd = dup(fd);
-		if (r->hold_fd >= 0 && start_thread(&r->thread, reject_thread, s, r)) {
-			r->busy = true;
-			logf_limited(&s->rl_refused, "refused a connection: server full (%u clients)",
-				     s->max_clients);
-			return;
-		}
-		if (r->hold_fd >= 0)
-			close(r->hold_fd);
-		break;
-	}
-	/* Too many refusals in flight: just close. */
-	logf_limited(&s->rl_refused, "refused a connection: server full, closed without TLS");
-	close(fd);
-}
-
-/* Make room for one more handshake: evict the oldest when at the cap. */
-static void evict_if_full(struct server *s)
-{
-	struct pending *oldest = NULL;
-	unsigned int live = 0;
-
-	pthread_mutex_lock(&s->lock);
-	for (unsigned int i = 0; i < s->pend_len; i++) {
-		struct pending *p = &s->pend[i];
-
-		if (p->state != PEND_RUNNING || p->evicted)
-			continue;
-		live++;
-		if (!oldest || p->started < oldest->started)
-			oldest = p;
-	}
-	if (live >= s->max_handshakes && oldest) {
-		oldest->evicted = true;
-		shutdown(oldest->hold_fd, SHUT_RDWR);
-	}
-	pthread_mutex_unlock(&s->lock);
-	if (live >= s->max_handshakes && oldest)
-		logf_limited(&s->rl_evicted,
-			     "client %u: handshake evicted: %u in progress (--max-handshakes)",
-			     oldest->id, live);
-}
-
-static struct pending *free_pending(struct server *s)
-{
-	for (unsigned int i = 0; i < s->pend_len; i++)
-		if (s->pend[i].state == PEND_FREE)
-			return &s->pend[i];
-	return NULL;
-}
-
-/* Connections taken per wake-up: a storm of them does not keep the loop. */
-#define ACCEPTS_PER_WAKE 64
-/* How long the listener rests when accept() has no descriptor to give. */
-#define LISTEN_PAUSE_MS 250
-
-static bool watch(struct server *s, int fd, uint64_t tag);
-
-/*
- * Out of descriptors (or memory), accept() fails and leaves the connection
- * queued, so the listener stays readable: watching it would spin. Rest it
- * a while instead; the queue waits in the kernel meanwhile.
- */
-static void pause_listener(struct server *s, const char *why)
-{
-	epoll_ctl(s->epfd, EPOLL_CTL_DEL, srdma_listener_fd(s->l), NULL);
-	s->listen_paused = true;
-	s->listen_resume = now_us() + LISTEN_PAUSE_MS * 1000.0;
-	logf_limited(&s->rl_accept, "accept failed: %s; not accepting for %d ms", why,
-		     LISTEN_PAUSE_MS);
-}
-
-static void on_listen(struct server *s)
-{
-	for (int taken = 0; taken < ACCEPTS_PER_WAKE; taken++) {
-		struct srdma_err err;
-		struct pending *p;
-		int fd, rc = srdma_accept_fd(s->l, &fd, &err);
-
-		if (rc == -EAGAIN)
-			return;
-		if (rc == -EMFILE || rc == -ENFILE || rc == -ENOBUFS || rc == -ENOMEM) {
-			pause_listener(s, err.msg);
-			return;
-		}
-		if (rc) {
-			/* A connection that failed on its way in (ECONNABORTED,
-			 * ...): its own problem; take the next. */
-			logf_limited(&s->rl_accept, "accept failed: %s", err.msg);
-			continue;
-		}
-		if (s->active >= s->max_clients) {
-			reject_full(s, fd);
-			continue;
-		}
-		evict_if_full(s);
-		p = free_pending(s);
-		if (!p) {
-			logf_limited(&s->rl_dropped,
-				     "dropped a connection: too many handshakes ending at once");
-			close(fd);
-			continue;
-		}
-		memset(p, 0, sizeof(*p));
-		p->id = ++s->next_id;
-		p->fd = fd;
-		p->hold_fd = dup(fd);
-		p->started = now_us();
-		p->state = PEND_RUNNING;
-		if (p->hold_fd < 0 || !start_thread(&p->thread, handshake_thread, s, p)) {
-			logf_("client %u: cannot start its handshake: %s", p->id, strerror(errno));
-			close(fd);
-			if (p->hold_fd >= 0)
-				close(p->hold_fd);
-			p->state = PEND_FREE;
-		}
-	}
-}
 
 static bool watch(struct server *s, int fd, uint64_t tag)
 {
@@ -531,50 +307,64 @@ static struct slot *free_slot(struct server *s, unsigned int *idx)
 	return NULL;
 }
 
-static void on_handshakes(struct server *s)
+/* Events from the acceptor: a client set up, refused, or failed. */
+#define EVENTS_PER_WAKE 64
+
+static void on_connected(struct server *s, const struct srdma_event *ev)
 {
-	uint64_t n;
+	unsigned int idx;
+	struct slot *sl = free_slot(s, &idx);
+	bool queued;
 
-	if (read(s->evfd, &n, sizeof(n)) < 0 && errno != EAGAIN)
-		perror("srdma-server: eventfd");
-	reap_rejects(s, false);
-	for (unsigned int i = 0; i < s->pend_len; i++) {
-		struct pending *p = &s->pend[i];
-		struct slot *sl;
-		unsigned int idx;
-		bool done, queued;
+	if (!sl) {
+		/* The library holds to max_clients; this is a bug if seen. */
+		logf_("client %u: no free slot", ev->id);
+		srdma_conn_close(ev->conn, SRDMA_ERROR_INTERNAL, "internal error");
+		return;
+	}
+	queued = sl->queued;	/* its old entry may still be in the ring */
+	memset(sl, 0, sizeof(*sl));
+	sl->queued = queued;
+	sl->id = ev->id;
+	sl->conn = ev->conn;
+	activate(s, sl, idx);
+	/* A SEND may have landed before we watched the channel. */
+	if (sl->state == SLOT_ACTIVE)
+		enqueue(s, idx);
+}
 
-		pthread_mutex_lock(&s->lock);
-		done = p->state == PEND_DONE;
-		pthread_mutex_unlock(&s->lock);
-		if (!done)
-			continue;
-		pthread_join(p->thread, NULL);
-		close(p->hold_fd);
-		p->state = PEND_FREE;
-		if (p->rc) {
-			logf_limited(&s->rl_failed, "client %u: setup failed at %s: %s%s", p->id,
-				     p->err.step, p->err.msg, p->evicted ? " (evicted)" : "");
-			continue;
+static void on_listener(struct server *s)
+{
+	for (int n = 0; n < EVENTS_PER_WAKE; n++) {
+		const struct srdma_event *ev;
+		int rc = srdma_listener_get_event(s->l, &ev);
+
+		if (rc <= 0) {
+			if (rc < 0)
+				logf_limited(&s->rl_accept, "acceptor failed: %s", strerror(-rc));
+			return;
 		}
-		/* Handshakes run beside the clients: more may finish than
-		 * there is room for. */
-		sl = s->active < s->max_clients ? free_slot(s, &idx) : NULL;
-		if (!sl) {
-			logf_("client %u: refused after setup: server full (%u clients)", p->id,
-			      s->max_clients);
-			srdma_conn_close(p->conn, SRDMA_ERROR_SERVER_FULL, "server full");
-			continue;
+		switch (ev->type) {
+		case SRDMA_EVENT_CONNECTED:
+			on_connected(s, ev);
+			break;
+		case SRDMA_EVENT_REFUSED:
+			logf_limited(&s->rl_refused, "refused a connection: %s (client %u from %s)",
+				     ev->err.msg, ev->id, ev->peer_addr);
+			break;
+		case SRDMA_EVENT_FAILED:
+			if (ev->err.code == -ECANCELED)
+				logf_limited(&s->rl_evicted,
+					     "client %u: handshake evicted; setup failed at %s: %s",
+					     ev->id, ev->err.step, ev->err.msg);
+			else
+				logf_limited(&s->rl_failed, "client %u: setup failed at %s: %s",
+					     ev->id, ev->err.step, ev->err.msg);
+			break;
+		case SRDMA_EVENT_ACCEPT_ERROR:
+			logf_limited(&s->rl_accept, "accept failed: %s", ev->err.msg);
+			break;
 		}
-		queued = sl->queued;	/* its old entry may still be in the ring */
-		memset(sl, 0, sizeof(*sl));
-		sl->queued = queued;
-		sl->id = p->id;
-		sl->conn = p->conn;
-		activate(s, sl, idx);
-		/* A SEND may have landed before we watched the channel. */
-		if (sl->state == SLOT_ACTIVE)
-			enqueue(s, idx);
 	}
 }
 
@@ -709,18 +499,24 @@ static void on_ctrl(struct server *s, struct slot *sl)
 
 	if (rc == 0)
 		return;
-	if (rc > 0 && err.code == 0) {
+	switch (rc) {
+	case SRDMA_CLOSE_BYE:
 		snprintf(why, sizeof(why), "client said bye");
-	} else if (rc > 0 && err.code == -ECONNABORTED) {
+		break;
+	case SRDMA_CLOSE_ERROR:
 		snprintf(why, sizeof(why), "client reported: %s", err.msg);
-	} else if (rc > 0 && err.code == -ETIMEDOUT) {
+		break;
+	case SRDMA_CLOSE_TIMEOUT:
 		snprintf(why, sizeof(why), "%s", err.msg);
 		code = SRDMA_ERROR_NOT_RESPONDING;
-	} else if (rc > 0) {
-		snprintf(why, sizeof(why), "%s", err.msg);
-	} else {
+		break;
+	case SRDMA_CLOSE_PROTOCOL:
 		snprintf(why, sizeof(why), "%s: %s", err.step, err.msg);
 		code = SRDMA_ERROR_BAD_MESSAGE;
+		break;
+	default:	/* lost */
+		snprintf(why, sizeof(why), "%s", err.msg);
+		break;
 	}
 	close_slot(s, sl, code, why);
 }
@@ -729,7 +525,7 @@ static void on_ctrl(struct server *s, struct slot *sl)
 static void on_tick(struct server *s)
 {
 	struct ratelimit *rls[] = { &s->rl_accept, &s->rl_refused, &s->rl_evicted,
-				    &s->rl_failed, &s->rl_dropped };
+				    &s->rl_failed };
 
 	for (unsigned int i = 0; i < s->max_clients; i++) {
 		struct slot *sl = &s->slots[i];
@@ -744,17 +540,15 @@ static void on_tick(struct server *s)
 	s->next_tick = now_us() + s->tick_ms * 1000.0;
 }
 
-/* How long the loop may sleep: not past a due tick or the listener's rest,
- * and not at all while clients wait for their turn. */
+/* How long the loop may sleep: not past a due tick, and not at all while
+ * clients wait for their turn. */
 static int loop_timeout(const struct server *s)
 {
-	double until = s->next_tick, left;
+	double left;
 
 	if (s->ready_len)
 		return 0;
-	if (s->listen_paused && s->listen_resume < until)
-		until = s->listen_resume;
-	left = (until - now_us()) / 1000;
+	left = (s->next_tick - now_us()) / 1000;
 	return left <= 0 ? 0 : (int)left + 1;
 }
 
@@ -762,13 +556,12 @@ static int loop_timeout(const struct server *s)
 
 /*
  * Each client holds two descriptors (TLS socket, completion channel), a
- * handshake three, a refusal two. Raise the soft limit to fit; a hard
- * limit too low for --max-clients is reported up front.
+ * setup three, a refusal two (libsrdma runs at most 8). Raise the soft limit
+ * to fit; a hard limit too low for --max-clients is reported up front.
  */
-static void fit_nofile(const struct server *s)
+static void fit_nofile(const struct server *s, unsigned int max_handshakes)
 {
-	unsigned long want = 2ul * s->max_clients + 3ul * s->max_handshakes +
-			     2 * MAX_REJECTS + 64;
+	unsigned long want = 2ul * s->max_clients + 3ul * max_handshakes + 2 * 8 + 64;
 	unsigned long have = raise_nofile(want);
 
 	if (have < want)
@@ -776,8 +569,7 @@ static void fit_nofile(const struct server *s)
 		      "raise 'ulimit -Hn'", have, want, s->max_clients);
 }
 
-static int parse_args(int argc, char **argv, struct srdma_server_opts *o,
-		      unsigned int *max_clients, unsigned int *max_handshakes)
+static int parse_args(int argc, char **argv, struct srdma_server_opts *o)
 {
 	static const struct option longopts[] = {
 		{ "port", required_argument, NULL, 'p' },
@@ -792,6 +584,7 @@ static int parse_args(int argc, char **argv, struct srdma_server_opts *o,
 		{ "gid-index", required_argument, NULL, 'g' },
 		{ "buf-size", required_argument, NULL, 's' },
 		{ "handshake-timeout", required_argument, NULL, 't' },
+		{ "timeout", required_argument, NULL, 't' },
 		{ "peer-timeout", required_argument, NULL, 'T' },
 		{ "crl", required_argument, NULL, 'r' },
 		{ "verbose", no_argument, NULL, 'v' },
@@ -801,74 +594,37 @@ static int parse_args(int argc, char **argv, struct srdma_server_opts *o,
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
+	struct tool_opts t;
 	unsigned long v;
 	int ch;
 
+	tool_opts_init(&t, prog);
 	while ((ch = getopt_long(argc, argv, "p:b:c:k:C:m:H:d:i:g:s:t:T:r:P:RvVh", longopts, NULL)) != -1) {
 		switch (ch) {
-		case 'p':
-			if (!parse_ulong(prog, "--port", optarg, 1, 65535, &v))
-				return 2;
-			o->port = (uint16_t)v;
-			break;
 		case 'b': o->bind_addr = optarg; break;
-		case 'c': o->cert_file = optarg; break;
-		case 'k': o->key_file = optarg; break;
-		case 'C': o->client_ca = optarg; break;
 		case 'm':
 			if (!parse_ulong(prog, "--max-clients", optarg, 1, 100000, &v))
 				return 2;
-			*max_clients = (unsigned int)v;
+			o->max_clients = (unsigned int)v;
 			break;
 		case 'H':
 			if (!parse_ulong(prog, "--max-handshakes", optarg, 1, 10000, &v))
 				return 2;
-			*max_handshakes = (unsigned int)v;
-			break;
-		case 'd': o->rdma.dev_name = optarg; break;
-		case 'i':
-			if (!parse_ulong(prog, "--ib-port", optarg, 1, 255, &v))
-				return 2;
-			o->rdma.ib_port = (int)v;
-			break;
-		case 'g':
-			if (!parse_ulong(prog, "--gid-index", optarg, 0, 255, &v))
-				return 2;
-			o->rdma.gid_index = (int)v;
-			break;
-		case 's':
-			if (!parse_ulong(prog, "--buf-size", optarg, 64, SRDMA_MAX_BUF_SIZE, &v))
-				return 2;
-			o->rdma.buf_size = v;
-			break;
-		case 't':
-			if (!parse_ulong(prog, "--handshake-timeout", optarg, 100, 600000, &v))
-				return 2;
-			o->handshake_ms = (int)v;
-			break;
-		case 'T':
-			if (!parse_peer_timeout(prog, optarg, &o->peer_timeout_ms))
-				return 2;
-			break;
-		case 'r': o->crl_file = optarg; break;
-		case 'P':
-			if (!strcmp(optarg, "exchange"))
-				o->rdma.psn_mode = SRDMA_PSN_EXCHANGE;
-			else if (!strcmp(optarg, "exporter"))
-				o->rdma.psn_mode = SRDMA_PSN_EXPORTER;
-			else {
-				fprintf(stderr, "%s: --psn-mode: '%s' is not exchange or exporter\n",
-					prog, optarg);
-				return 2;
-			}
+			o->max_handshakes = (unsigned int)v;
 			break;
 		case 'R': o->no_resumption = 1; break;
-		case 'v': verbose = 1; break;
 		case 'V': printf("srdma-server %s\n", srdma_version()); exit(0);
 		case 'h': usage(stdout); exit(0);
 		default:
-			fprintf(stderr, "Try '%s --help'.\n", prog);
-			return 2;
+			switch (tool_opt(&t, ch, optarg)) {
+			case 1:
+				break;
+			case 0:
+				fprintf(stderr, "Try '%s --help'.\n", prog);
+				return 2;
+			default:
+				return 2;
+			}
 		}
 	}
 	if (optind < argc) {
@@ -876,6 +632,8 @@ static int parse_args(int argc, char **argv, struct srdma_server_opts *o,
 			argv[optind], prog);
 		return 2;
 	}
+	tool_server_opts(&t, o);
+	verbose = t.verbose;
 	if (!o->cert_file || !o->key_file) {
 		fprintf(stderr, "%s: --cert and --key are required\nTry '%s --help'.\n", prog, prog);
 		return 2;
@@ -885,67 +643,42 @@ static int parse_args(int argc, char **argv, struct srdma_server_opts *o,
 
 static void shutdown_all(struct server *s)
 {
-	/* Handshakes in flight fail fast once their sockets are shut. */
-	pthread_mutex_lock(&s->lock);
-	for (unsigned int i = 0; i < s->pend_len; i++)
-		if (s->pend[i].state == PEND_RUNNING)
-			shutdown(s->pend[i].hold_fd, SHUT_RDWR);
-	pthread_mutex_unlock(&s->lock);
-	for (unsigned int i = 0; i < s->pend_len; i++) {
-		struct pending *p = &s->pend[i];
-
-		if (p->state == PEND_FREE)
-			continue;
-		pthread_join(p->thread, NULL);
-		close(p->hold_fd);
-		if (!p->rc)
-			srdma_conn_close(p->conn, SRDMA_ERROR_SHUTDOWN, "server shutting down");
-		p->state = PEND_FREE;
-	}
 	for (unsigned int i = 0; i < s->max_clients; i++)
 		if (s->slots[i].state == SLOT_ACTIVE)
 			close_slot(s, &s->slots[i], 0, "server shutting down");
-	for (int i = 0; i < MAX_REJECTS; i++)
-		if (s->rejects[i].busy)
-			shutdown(s->rejects[i].hold_fd, SHUT_RDWR);
-	reap_rejects(s, true);
 }
 
 int main(int argc, char **argv)
 {
 	struct srdma_server_opts o;
-	struct server s = { .max_clients = SRDMA_DEFAULT_MAX_CLIENTS, .max_handshakes = 64,
-			    .epfd = -1, .sigfd = -1, .evfd = -1,
+	struct server s = { .epfd = -1, .sigfd = -1,
 			    .rl_accept = { .what = "accept failed" },
 			    .rl_refused = { .what = "refused a connection" },
 			    .rl_evicted = { .what = "handshake evicted" },
-			    .rl_failed = { .what = "setup failed" },
-			    .rl_dropped = { .what = "dropped a connection" } };
+			    .rl_failed = { .what = "setup failed" } };
 	struct srdma_err err;
 	sigset_t sigs;
 	int rc, status = 1;
 
 	srdma_server_opts_init(&o);
-	rc = parse_args(argc, argv, &o, &s.max_clients, &s.max_handshakes);
+	rc = parse_args(argc, argv, &o);
 	if (rc)
 		return rc;
+	s.max_clients = o.max_clients ? o.max_clients : SRDMA_DEFAULT_MAX_CLIENTS;
 	signal(SIGPIPE, SIG_IGN);
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGINT);
 	sigaddset(&sigs, SIGTERM);
 	sigaddset(&sigs, SIGUSR1);
-	/* Blocked in every thread; read from the signalfd in the loop. */
+	/* Blocked here; read from the signalfd in the loop. */
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-	pthread_mutex_init(&s.lock, NULL);
-	fit_nofile(&s);
+	fit_nofile(&s, o.max_handshakes ? o.max_handshakes : SRDMA_DEFAULT_MAX_HANDSHAKES);
 
 	s.slots = calloc(s.max_clients, sizeof(*s.slots));
 	s.ready = calloc(s.max_clients, sizeof(*s.ready));
-	s.pend_len = 2 * s.max_handshakes;
-	s.pend = calloc(s.pend_len, sizeof(*s.pend));
-	if (!s.slots || !s.ready || !s.pend) {
+	if (!s.slots || !s.ready) {
 		fprintf(stderr, "%s: out of memory\n", prog);
-		return 1;
+		goto out;
 	}
 	if (srdma_listen(&o, &s.l, &err)) {
 		fprintf(stderr, "%s: %s failed: %s\n", prog, err.step, err.msg);
@@ -953,10 +686,8 @@ int main(int argc, char **argv)
 	}
 	s.epfd = epoll_create1(EPOLL_CLOEXEC);
 	s.sigfd = signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
-	s.evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (s.epfd < 0 || s.sigfd < 0 || s.evfd < 0 ||
-	    !watch(&s, srdma_listener_fd(s.l), EV_LISTEN) ||
-	    !watch(&s, s.sigfd, EV_SIGNAL) || !watch(&s, s.evfd, EV_HANDSHAKE)) {
+	if (s.epfd < 0 || s.sigfd < 0 || !watch(&s, srdma_listener_fd(s.l), EV_LISTEN) ||
+	    !watch(&s, s.sigfd, EV_SIGNAL)) {
 		fprintf(stderr, "%s: event setup failed: %s\n", prog, strerror(errno));
 		goto out;
 	}
@@ -990,10 +721,7 @@ int main(int argc, char **argv)
 
 			switch (tag & 0xff) {
 			case EV_LISTEN:
-				on_listen(&s);
-				break;
-			case EV_HANDSHAKE:
-				on_handshakes(&s);
+				on_listener(&s);
 				break;
 			case EV_SIGNAL: {
 				struct signalfd_siginfo si;
@@ -1018,13 +746,6 @@ int main(int argc, char **argv)
 				break;
 			}
 		}
-		if (s.listen_paused && now_us() >= s.listen_resume) {
-			s.listen_paused = false;
-			if (watch(&s, srdma_listener_fd(s.l), EV_LISTEN))
-				on_listen(&s);
-			else
-				pause_listener(&s, strerror(errno));
-		}
 		if (now_us() >= s.next_tick)
 			on_tick(&s);
 		serve_ready(&s);
@@ -1035,8 +756,6 @@ out:
 		if (status == 0)
 			log_stats(&s, "at exit");
 	}
-	if (s.evfd >= 0)
-		close(s.evfd);
 	if (s.sigfd >= 0)
 		close(s.sigfd);
 	if (s.epfd >= 0)
@@ -1044,9 +763,8 @@ out:
 	srdma_listener_free(s.l);
 	free(s.slots);
 	free(s.ready);
-	free(s.pend);
-	pthread_mutex_destroy(&s.lock);
 	if (status == 0)
 		logf_("stopped");
 	return status;
+
 }

@@ -15,23 +15,18 @@ struct accept_arg {
 	int rc;
 };
 
-static uint16_t pair_port(void)
-{
-	return (uint16_t)(20000 + getpid() % 20000);
-}
-
 static void *accept_thread(void *p)
 {
 	struct accept_arg *a = p;
 
-	a->rc = srdma_accept(a->l, &a->c, &a->err);
+	a->rc = srdma_accept(a->l, 30000, &a->c, &a->err);
 	return NULL;
 }
 
 void pair_server_opts(struct srdma_server_opts *so, enum srdma_psn_mode mode)
 {
 	srdma_server_opts_init(so);
-	so->port = pair_port();
+	so->port = 0;	/* ephemeral: srdma_listener_port() says which */
 	so->cert_file = SRDMA_TEST_CERTS "/server.pem";
 	so->key_file = SRDMA_TEST_CERTS "/server.key";
 	so->rdma.psn_mode = mode;
@@ -68,7 +63,7 @@ void pair_connect(struct srdma_listener *l, enum srdma_psn_mode mode,
 	int rc;
 
 	srdma_client_opts_init(&co);
-	co.port = pair_port();
+	co.port = srdma_listener_port(l);
 	co.ca_file = SRDMA_TEST_CERTS "/ca.pem";
 	co.rdma.psn_mode = mode;
 	assert_int_equal(pthread_create(&t, NULL, accept_thread, &a), 0);

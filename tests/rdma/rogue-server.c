@@ -351,7 +351,9 @@ static void serve(struct srdma_conn *c)
 		struct ibv_wc wc;
 		int n;
 
-		while ((n = srdma_conn_next_wc(c, 0, &wc)) == 1) {
+		/* poll_wc, not next_wc: next_wc would serve the control
+		 * channel too, and this server reads it raw (on_ctrl). */
+		while ((n = srdma_conn_poll_wc(c, &wc, 1)) == 1) {
 			if (wc.status != IBV_WC_SUCCESS)
 				say("completion: %s", ibv_wc_status_str(wc.status));
 			else if (wc.opcode & IBV_WC_RECV)
@@ -412,7 +414,7 @@ int main(int argc, char **argv)
 	say("listening");
 	for (;;) {
 		struct pollfd p = { .fd = srdma_listener_fd(l), .events = POLLIN };
-		int rc = srdma_accept_fd(l, &fd, &err);
+		int rc = srdma_accept_fd(l, &fd, NULL, 0, &err);
 
 		if (rc == 0)
 			break;

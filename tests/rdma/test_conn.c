@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/socket.h>
 #include <cmocka.h>
 
 #include "pair.h"
@@ -126,7 +127,7 @@ static void send_crosses_the_qp(void **state)
 		int rc = srdma_conn_poll_ctrl(s, &err);
 
 		if (rc) {
-			assert_int_equal(rc, 1);
+			assert_int_equal(rc, SRDMA_CLOSE_BYE);
 			assert_string_equal(err.msg, "bye");
 			break;
 		}
@@ -220,18 +221,18 @@ static void silent_peer_is_declared_dead(void **state)
 	}
 	print_message("declared dead after %lld ms (%d polls): %s\n",
 		      (long long)(now_ms() - t0), polls, err.msg);
-	assert_int_equal(rc, 1);
+	assert_int_equal(rc, SRDMA_CLOSE_TIMEOUT);
 	assert_int_equal(err.code, -ETIMEDOUT);
 	assert_true(now_ms() - t0 >= 400);
 	/* Ended is ended: a second poll says the same, timer off. */
 	memset(&err, 0, sizeof(err));
-	assert_int_equal(srdma_conn_poll_ctrl(s, &err), 1);
+	assert_int_equal(srdma_conn_poll_ctrl(s, &err), SRDMA_CLOSE_TIMEOUT);
 	assert_int_equal(err.code, -ETIMEDOUT);
 	assert_int_equal(srdma_conn_ctrl_timeout_ms(s), -1);
 	srdma_conn_close(s, SRDMA_ERROR_NOT_RESPONDING, NULL);
 	/* The client hears why when it looks. */
 	rc = serve_ctrl_for(c, 2000, &err);
-	assert_int_equal(rc, 1);
+	assert_int_equal(rc, SRDMA_CLOSE_ERROR);
 	assert_int_equal(err.code, -ECONNABORTED);
 	assert_int_equal(err.peer_code, SRDMA_ERROR_NOT_RESPONDING);
 	srdma_conn_close(c, 0, NULL);
@@ -315,6 +316,40 @@ static void gid_index_beyond_255_refused(void **state)
 	srdma_listener_free(l);
 }
 
+/* A program waiting in srdma_conn_next_wc() learns that its peer left, and
+ * srdma_conn_poll_ctrl() says how: BYE, or lost (the TCP connection cut
+ * without a word, as when the peer's process is killed). Without the
+ * control channel in its wait, next_wc would sleep out its timeout. */
+static void next_wc_ends_when_the_peer_leaves(void **state)
+{
+	struct srdma_listener *l;
+	struct srdma_conn *s, *c;
+	struct srdma_err err;
+	struct ibv_wc wc;
+	int64_t t0;
+
+	(void)state;
+	l = pair_listen(SRDMA_PSN_EXCHANGE);
+	pair_connect(l, SRDMA_PSN_EXCHANGE, &s, &c);
+	srdma_conn_close(c, 0, NULL);
+	t0 = now_ms();
+	assert_int_equal(srdma_conn_next_wc(s, 20000, &wc), -ENOTCONN);
+	assert_true(now_ms() - t0 < 10000);
+	assert_int_equal(srdma_conn_poll_ctrl(s, &err), SRDMA_CLOSE_BYE);
+	srdma_conn_close(s, 0, NULL);
+
+	pair_connect(l, SRDMA_PSN_EXCHANGE, &s, &c);
+	shutdown(srdma_conn_ctrl_fd(c), SHUT_RDWR);
+	t0 = now_ms();
+	assert_int_equal(srdma_conn_next_wc(s, 20000, &wc), -ENOTCONN);
+	assert_true(now_ms() - t0 < 10000);
+	assert_int_equal(srdma_conn_poll_ctrl(s, &err), SRDMA_CLOSE_LOST);
+	print_message("lost: %s: %s\n", err.step, err.msg);
+	srdma_conn_close(s, 0, NULL);
+	srdma_conn_close(c, 0, NULL);
+	srdma_listener_free(l);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -324,6 +359,7 @@ int main(void)
 		cmocka_unit_test(silent_peer_is_declared_dead),
 		cmocka_unit_test(poll_wc_takes_bounded_batches),
 		cmocka_unit_test(gid_index_beyond_255_refused),
+		cmocka_unit_test(next_wc_ends_when_the_peer_leaves),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

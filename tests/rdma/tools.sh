@@ -23,7 +23,7 @@ echo-write)
 	grep -q '^echo: over ipv6' <<<"$out" || fail "not served over IPv6: $out"
 	# SIGUSR1: a stats line with the port's sequence counters.
 	kill -USR1 "$srv_pid"
-	wait_for "$tmp/server.log" 'stats \(SIGUSR1\): 0 clients, 2 connections so far; .* counters: .*(duplicate_request|out_of_seq)' 30 ||
+	wait_for "$tmp/server.log" 'stats \(SIGUSR1\): 0 clients, 2 connections so far .* counters: .*(duplicate_request|out_of_seq)' 30 ||
 		fail "no stats line with counters after SIGUSR1"
 	stop_server
 	grep -q 'client 1: closed: client said bye (4 echoes, 4 writes' "$tmp/server.log" &&
@@ -182,13 +182,13 @@ bench-smoke)
 	bench_pair lat -s 8 -n 100 -I 64
 	grep -qE '^\{"mode":"lat","bytes":8,"iters":100,"inline":true,' <<<"$out" ||
 		fail "no inline latency line"
-	bench_pair bw -s 65536 -n 50 -t 8
+	bench_pair bw -s 65536 -n 50 -D 8
 	grep -qE '^\{"mode":"bw","bytes":65536,"iters":50,"depth":8,"mib_per_s":[0-9.]+' <<<"$out" ||
 		fail "no bandwidth line"
 
 	start_server --max-clients 8
 	out=$(timeout 300 "$bin/srdma-bench" connect --port "$port" --dev "$dev" --ca "$certs/ca.pem" \
-		-n 4 -P 2 --json localhost 2>&1) || fail "bench connect failed: $out"
+		-n 4 -N 2 --json localhost 2>&1) || fail "bench connect failed: $out"
 	echo "$out"
 	[ "$(grep -c '"mode":"connect"' <<<"$out")" = 4 ] || fail "connect: not 4 rows"
 	# Full handshakes resume nothing; with tickets every one resumes.
@@ -197,7 +197,7 @@ bench-smoke)
 	grep -q '"resume":true,"parallel":1,"connections":4,"failed":0,"resumed":4,' <<<"$out" ||
 		fail "connect: the resumed row did not resume"
 	out=$(timeout 300 "$bin/srdma-bench" scale --port "$port" --dev "$dev" --ca "$certs/ca.pem" \
-		-n 8 -P 4 --server-pid "$srv_pid" --idle-secs 1 --rounds 2 --json localhost 2>&1) ||
+		-n 8 -N 4 --server-pid "$srv_pid" --idle-secs 1 --rounds 2 --json localhost 2>&1) ||
 		fail "bench scale failed: $out"
 	echo "$out"
 	grep -qE '"clients":8,"connected":8,"failed":0,.*"echo_failed":0,' <<<"$out" ||
@@ -206,7 +206,7 @@ bench-smoke)
 	# A server with resumption off: the same client resumes nothing.
 	start_server --max-clients 8 --no-resumption
 	out=$(timeout 300 "$bin/srdma-bench" connect --port "$port" --dev "$dev" --ca "$certs/ca.pem" \
-		-n 2 -P 1 --json localhost 2>&1) || fail "bench connect failed: $out"
+		-n 2 -N 1 --json localhost 2>&1) || fail "bench connect failed: $out"
 	grep -q '"resume":true,"parallel":1,"connections":2,"failed":0,"resumed":0,' <<<"$out" ||
 		fail "connect: resumed against --no-resumption"
 	stop_server
@@ -315,10 +315,13 @@ deadline)
 	;;
 valgrind)
 	# The server's connect/disconnect path under valgrind: no errors, no
-	# definite or indirect leaks, after two sessions and a SIGTERM.
+	# definite, indirect or possible leaks, after two sessions and a
+	# SIGTERM. (contrib/valgrind/libibverbs.supp names the one block
+	# libibverbs keeps for the process's life: its device list.)
 	command -v valgrind >/dev/null || fail "valgrind not installed (scripts/setup installs it)"
-	valgrind --leak-check=full --errors-for-leak-kinds=definite,indirect \
-		--show-leak-kinds=definite,indirect --error-exitcode=3 --log-file="$tmp/vg.log" \
+	valgrind --leak-check=full --errors-for-leak-kinds=definite,indirect,possible \
+		--suppressions="$(dirname "$0")/../../contrib/valgrind/libibverbs.supp" \
+		--show-leak-kinds=definite,indirect,possible --error-exitcode=3 --log-file="$tmp/vg.log" \
 		"$bin/srdma-server" --port "$port" --dev "$dev" --cert "$certs/server.pem" \
 		--key "$certs/server.key" --handshake-timeout 60000 >"$tmp/server.log" 2>&1 &
 	srv_pid=$!
@@ -330,8 +333,9 @@ valgrind)
 	stop_server
 	sed -n '/HEAP SUMMARY/,$p' "$tmp/vg.log"
 	grep -q 'ERROR SUMMARY: 0 errors' "$tmp/vg.log" || fail "valgrind reported errors: $(cat "$tmp/vg.log")"
-	grep -q 'definitely lost: 0 bytes' "$tmp/vg.log" || grep -q 'no leaks are possible' "$tmp/vg.log" ||
-		fail "valgrind: definite leaks"
+	grep -q 'no leaks are possible' "$tmp/vg.log" ||
+		{ grep -q 'definitely lost: 0 bytes' "$tmp/vg.log" && grep -q 'possibly lost: 0 bytes' "$tmp/vg.log"; } ||
+		fail "valgrind: leaks"
 	;;
 escapes)
 	# Bytes a peer sends reach logs and terminals escaped, on both sides:
@@ -517,6 +521,58 @@ dead-host)
 	stop_server
 	cat "$tmp/server.log"
 	;;
+reconnect)
+	# The server is killed (SIGKILL: no BYE) and started again under a
+	# client doing auto rounds with --reconnect: the client reconnects
+	# (new QP, new PSNs) and carries on; every
+	# operation is either ok or reported failed, and none is done twice:
+	# the new server served exactly what the client counted after the
+	# reconnect. Control: without --reconnect the same kill ends the client.
+	start_server
+	feeder rc
+	client_bg rc --json --reconnect=60 localhost
+	echo "auto 300" >&"$rc_fd"
+	wait_for "$tmp/rc.out" '"event":"echo"' 60 || fail "no rounds: $(cat "$tmp/rc.out")"
+	kill -9 "$srv_pid"
+	wait "$srv_pid" 2>/dev/null
+	start_server
+	wait_for "$tmp/rc.out" '"event":"reconnected"' 60 || fail "no reconnect: $(cat "$tmp/rc.out")"
+	wait_for "$tmp/rc.out" '"event":"auto"' 180 || fail "auto did not finish: $(cat "$tmp/rc.out")"
+	echo "auto 20" >&"$rc_fd"
+	echo "quit" >&"$rc_fd"
+	wait_for "$tmp/rc.out" '"event":"closed"' 120 || fail "client did not quit: $(cat "$tmp/rc.out")"
+	grep -E '"event":"(reconnect|auto|closed|error)' "$tmp/rc.out"
+	# (A restarted server cannot resume the old session: its ticket key
+	# lived only in the killed process.)
+	# Every round accounted for: ok or failed, two operations a round.
+	while read -r line; do
+		r=$(sed -E 's/.*"rounds":([0-9]+).*/\1/' <<<"$line")
+		e=$(sed -E 's/.*"echoes_ok":([0-9]+).*/\1/' <<<"$line")
+		w=$(sed -E 's/.*"writes_ok":([0-9]+).*/\1/' <<<"$line")
+		f=$(sed -E 's/.*"failures":([0-9]+).*/\1/' <<<"$line")
+		[ $((e + w + f)) = $((2 * r)) ] || fail "auto: $e + $w ok + $f failed != 2 x $r rounds"
+	done < <(grep '"event":"auto"' "$tmp/rc.out")
+	# Nothing done twice: what the new server served is what the client
+	# saw succeed after the reconnect.
+	after=$(sed -n '/"event":"reconnected"/,$p' "$tmp/rc.out")
+	e2=$(grep -c '"event":"echo"' <<<"$after")
+	w2=$(grep -c '"event":"write","bytes":[0-9]*,"ok":true' <<<"$after")
+	stop_server
+	grep -q "client 1: closed: client said bye ($e2 echoes, $w2 writes" "$tmp/server.log" ||
+		fail "the new server served other than the client's $e2 echoes, $w2 writes: $(grep closed "$tmp/server.log")"
+	eval "exec ${rc_fd}>&-"
+	# Control: the same kill without --reconnect ends the session.
+	start_server
+	feeder nr
+	client_bg nr --json localhost
+	echo "auto 300" >&"$nr_fd"
+	wait_for "$tmp/nr.out" '"event":"echo"' 60 || fail "control: no rounds"
+	kill -9 "$srv_pid"
+	wait "$srv_pid" 2>/dev/null
+	srv_pid=
+	wait_for "$tmp/nr.out" '"event":"closed"' 60 || fail "control: the client did not end"
+	grep -q '"event":"reconnect' "$tmp/nr.out" && fail "control: reconnected without --reconnect"
+	;;
 crl)
 	# --crl on both tools: a revoked certificate is refused with the
 	# reason; the same setup lets a good one through (the control).
@@ -574,10 +630,20 @@ usage)
 	[ "$rc" = 2 ] && grep -q -- "--peer-timeout: 100 ms is too short" "$tmp/o" || fail "peer timeout 100: exit $rc: $(cat "$tmp/o")"
 	"$bin/srdma-server" --help | grep -q -- '--max-clients N' || fail "server --help"
 	"$bin/srdma-client" --help | grep -q 'auto \[N\]' || fail "client --help"
+	"$bin/srdma-client" --help | grep -q -- '--reconnect\[=SECONDS\]' || fail "client --help: no --reconnect"
+	# One letter, one meaning across the three programs (as their --help
+	# lists them). -s is bytes per message in all three (srdma-bench calls
+	# it --size: the message; the others --buf-size: the slot that holds one).
+	for t in srdma-server srdma-client srdma-bench; do
+		"$bin/$t" --help | sed -nE 's/^  -([A-Za-z]), --([a-z-]+).*/\1 \2/p'
+	done | sort -u >"$tmp/letters"
+	clash=$(grep -v '^s ' "$tmp/letters" | cut -d' ' -f1 | uniq -d)
+	[ -z "$clash" ] || fail "short options with two meanings: $(grep -E "^($(echo $clash | tr ' ' '|')) " "$tmp/letters" | tr '\n' ';')"
+	[ "$(wc -l <"$tmp/letters")" -gt 25 ] || fail "too few options parsed from --help: $(cat "$tmp/letters")"
 	echo "usage errors reported"
 	;;
 *)
-	echo "usage: $0 echo-write|json|full|kill-client|sigterm|tls-refusals|mtls|psn-exporter|bench-smoke|qp-error|deadline|valgrind|escapes|fairness|liveness|server-killed|dead-host|crl|usage" >&2
+	echo "usage: $0 echo-write|json|full|kill-client|sigterm|tls-refusals|mtls|psn-exporter|bench-smoke|qp-error|deadline|valgrind|escapes|fairness|liveness|server-killed|dead-host|crl|reconnect|usage" >&2
 	exit 2
 	;;
 esac
