@@ -26,6 +26,12 @@ flags=$(pkg-config --cflags --libs srdma)
 echo "pkg-config srdma: $flags"
 # shellcheck disable=SC2086
 cc -Wall -Wextra -Werror ${CONSUMER_CFLAGS:-} -o "$tmp/consumer" "$src/consumer.c" $flags
+# The examples need nothing more than that either.
+for ex in echo-server echo-client; do
+	# shellcheck disable=SC2086
+	cc -Wall -Wextra -Werror ${CONSUMER_CFLAGS:-} -o "$tmp/$ex" "$src/../../examples/$ex.c" $flags
+done
+echo "examples built with pkg-config alone"
 out=$(LD_LIBRARY_PATH=$(pkg-config --variable=libdir srdma) "$tmp/consumer")
 echo "$out"
 want="srdma $(pkg-config --modversion srdma)"
