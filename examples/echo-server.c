@@ -117,8 +117,10 @@ int main(int argc, char **argv)
 		    errno != EINTR)
 			break;
 		more = 0;
-		/* New clients (and news of refused or failed ones). */
-		while (srdma_listener_get_event(l, &ev) == 1) {
+		/* New clients (and news of refused or failed ones): a batch
+		 * per turn, so that a connection storm cannot starve the
+		 * clients; the fd stays readable for the rest. */
+		for (int n = 0; n < 16 && srdma_listener_get_event(l, &ev) == 1; n++) {
 			if (ev->type != SRDMA_EVENT_CONNECTED) {
 				printf("%s: %s: %s\n", ev->peer_addr, ev->err.step, ev->err.msg);
 				continue;

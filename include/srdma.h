@@ -250,12 +250,12 @@ struct srdma_client;
 struct srdma_conn;
 
 /* Where one connection's setup spent its time, in microseconds, as this
- * side saw it. params_us is the control messages' own time: HELLO, PARAMS
- * and READY, waits for the peer included. */
+ * side saw it. params_us is the control messages' own time: HELLO and
+ * PARAMS, waits for the peer included. */
 struct srdma_setup_times {
 	uint32_t tcp_us;	/* TCP connect (client; 0 on the server) */
 	uint32_t tls_us;	/* TLS handshake */
-	uint32_t params_us;	/* HELLO, PARAMS, READY exchange */
+	uint32_t params_us;	/* HELLO, PARAMS exchange */
 	uint32_t qp_create_us;	/* PD, CQs, MRs, QP to INIT, receives, PSN */
 	uint32_t qp_connect_us;	/* INIT -> RTR -> RTS and ibv_query_qp check */
 	uint32_t binding_us;	/* the binding exchange over RDMA */
@@ -315,11 +315,13 @@ SRDMA_API int srdma_psn_generate(uint32_t *psn);
  * shape of librdmacm's event channel):
  *
  *   - Each accepted TCP connection is set up (TLS, HELLO, PARAMS, QP to RTS
- *     and verified, READY) on a thread of the library's, never the
+ *     and verified, peer binding) on a thread of the library's, never the
  *     caller's, within handshake_ms. Library threads block every signal.
  *   - At most max_handshakes setups run at once; one more evicts the
- *     oldest, so connections that never finish cannot keep real clients
- *     out.
+ *     oldest, so connections that never finish hold no setup for long
+ *     and cannot pile up. (A flood that opens connections faster than a
+ *     real setup completes still delays real clients: each new one evicts
+ *     the oldest, which may be real. Rate limiting belongs in front.)
  *   - At most max_clients connections are handed over and not yet closed;
  *     one more is told "server full" (SRDMA_ERROR_SERVER_FULL) over TLS, the
  *     refusal lingered so that the message arrives, and closed.
@@ -327,6 +329,9 @@ SRDMA_API int srdma_psn_generate(uint32_t *psn);
  *     SRDMA_LISTEN_PAUSE_MS instead of spinning.
  */
 #define SRDMA_LISTEN_PAUSE_MS 250
+/* Refusals told over TLS at once; beyond them a refused connection is
+ * closed without a word. */
+#define SRDMA_MAX_REJECTS 8
 
 /* Load the certificate and key, open the RDMA device, and listen. */
 SRDMA_API int srdma_listen(const struct srdma_server_opts *o,
@@ -339,7 +344,10 @@ enum srdma_event_type {
 	SRDMA_EVENT_CONNECTED = 1,
 	/* A client was told "server full" and closed (ev->err: code -EBUSY,
 	 * msg says more). A refusal costs a TLS handshake, on a library
-	 * thread; no QP is made for it. */
+	 * thread (no QP), or, with SRDMA_MAX_REJECTS such in flight, is a
+	 * close without a word. A setup that finishes while the cap is full
+	 * (setups run beside the clients) is refused after it: its QP is
+	 * closed with the ERROR. */
 	SRDMA_EVENT_REFUSED = 2,
 	/* A client's setup failed: ev->err says at which step and why;
 	 * err.code -ETIMEDOUT: it missed handshake_ms; -ECANCELED: evicted
@@ -368,9 +376,12 @@ SRDMA_API int srdma_listener_fd(const struct srdma_listener *l);
  * Do the acceptor's work without blocking (accept waiting connections,
  * start their setups, collect finished ones) and return the next event:
  * 1 with *ev set, valid until the next call on l; 0 when there is nothing
- * now (wait for srdma_listener_fd() again); a negative errno when the
- * listener itself failed. Each call does bounded work, so a connection
- * storm cannot hold the caller's loop: call it again while it returns 1.
+ * now (wait for srdma_listener_fd() again); a negative errno is reserved
+ * for a listener that failed. Each call does bounded work; while it
+ * returns 1 there may be more, and the fd stays readable for them, so a
+ * loop takes a bounded number of events per wake (srdma-server takes 64)
+ * and serves its connections between batches: a connection storm then
+ * cannot hold it.
  */
 SRDMA_API int srdma_listener_get_event(struct srdma_listener *l,
 				       const struct srdma_event **ev);

@@ -393,6 +393,13 @@ static struct srdma_event *reap_one(struct srdma_listener *l)
 		l->slot_wait = false;
 		update_watch(l);
 	}
+	if (!p->rc && p->evicted) {
+		/* Finished as it was evicted: its socket is shut, so it is
+		 * dead already; it is not handed over. */
+		srdma_conn_close(p->conn, 0, NULL);
+		p->rc = -ECANCELED;
+		srdma_set_err(&p->err, -ECANCELED, "admission", "finished as it was evicted");
+	}
 	if (p->rc) {
 		ev = new_event(l, SRDMA_EVENT_FAILED, p->id, p->peer_addr);
 		ev->err = p->err;
@@ -462,8 +469,12 @@ void srdma_acceptor_stop(struct srdma_listener *l)
 	pthread_mutex_unlock(&l->lock);
 	for (unsigned int i = 0; i < l->pend_len; i++) {
 		struct srdma_pending *p = &l->pend[i];
+		bool started;
 
-		if (p->state == PEND_FREE)
+		pthread_mutex_lock(&l->lock);
+		started = p->state != PEND_FREE;
+		pthread_mutex_unlock(&l->lock);
+		if (!started)
 			continue;
 		pthread_join(p->thread, NULL);
 		close(p->hold_fd);

@@ -203,10 +203,10 @@ static void offer_ticket(struct srdma_client *cl, SSL *ssl, const char *key)
 	pthread_mutex_unlock(&cl->lock);
 }
 
-int srdma_client_connect(struct srdma_client *cl, const char *host,
+/* One connection, set up before deadline (absolute, srdma_now_ms()). */
+static int connect_until(struct srdma_client *cl, const char *host, int64_t deadline,
 			 struct srdma_conn **out, struct srdma_err *err)
 {
-	int64_t deadline = srdma_now_ms() + cl->handshake_ms;
 	const char *name = cl->server_name ? cl->server_name : host;
 	struct ticket_ctx tc = { .cl = cl };
 	char key[300];
@@ -269,6 +269,12 @@ fail:
 	return rc;
 }
 
+int srdma_client_connect(struct srdma_client *cl, const char *host,
+			 struct srdma_conn **out, struct srdma_err *err)
+{
+	return connect_until(cl, host, srdma_now_ms() + cl->handshake_ms, out, err);
+}
+
 int srdma_connect(const struct srdma_client_opts *o, const char *host,
 		  struct srdma_conn **out, struct srdma_err *err)
 {
@@ -311,11 +317,15 @@ int srdma_client_reconnect(struct srdma_client *cl, const char *host, int timeou
 	int rc;
 
 	for (;;) {
+		int64_t until = srdma_now_ms() + cl->handshake_ms;
 		uint32_t r = 0;
 		int wait;
 
+		/* No attempt runs past the overall deadline. */
+		if (deadline >= 0 && deadline < until)
+			until = deadline;
 		tries++;
-		rc = srdma_client_connect(cl, host, out, err);
+		rc = connect_until(cl, host, until, out, err);
 		if (attempts)
 			*attempts = tries;
 		if (rc == 0 || rc == -ENOMEM || !host || !*host)
@@ -335,6 +345,7 @@ int srdma_client_reconnect(struct srdma_client *cl, const char *host, int timeou
 					snprintf(err->msg, sizeof(err->msg),
 						 "gave up after %u attempts in %d ms; the last: %.180s",
 						 tries, timeout_ms, why);
+					err->code = -ETIMEDOUT;
 				}
 				return -ETIMEDOUT;
 			}

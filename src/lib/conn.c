@@ -385,8 +385,16 @@ int srdma_conn_setup(struct srdma_conn *c, int64_t deadline, struct srdma_err *e
 	struct srdma_conn_info *i = &c->info;
 	struct srdma_setup_times *t = &i->times;
 	int64_t t0 = srdma_now_us();
-	int rc = c->server ? setup_server(c, deadline, err) : setup_client(c, deadline, err);
-	uint32_t spent = srdma_us_since(t0), rdma;
+	uint32_t spent, rdma;
+	int rc;
+
+	/* From here on one read of the control channel does bounded work:
+	 * OpenSSL returns after each non-application record (a KeyUpdate or
+	 * ticket flood) instead of looping over them inside one SSL_read, so
+	 * the setup's deadline holds and, later, one poll stays bounded. */
+	SSL_clear_mode(c->ssl, SSL_MODE_AUTO_RETRY);
+	rc = c->server ? setup_server(c, deadline, err) : setup_client(c, deadline, err);
+	spent = srdma_us_since(t0);
 
 	if (rc)
 		return rc;
@@ -411,10 +419,6 @@ int srdma_conn_setup(struct srdma_conn *c, int64_t deadline, struct srdma_err *e
 	i->remote_len = c->remote.len;
 	i->gid_index = c->dev->gid_index;
 	snprintf(i->dev_name, sizeof(i->dev_name), "%s", c->dev->name);
-	/* From here on one poll of the control channel does bounded work:
-	 * OpenSSL returns after each non-application record (a KeyUpdate
-	 * flood) instead of looping over them inside one SSL_read. */
-	SSL_clear_mode(c->ssl, SSL_MODE_AUTO_RETRY);
 	c->established = true;
 	c->last_heard_ms = srdma_now_ms();
 	return 0;

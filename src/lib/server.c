@@ -307,13 +307,19 @@ int srdma_accept(struct srdma_listener *l, int timeout_ms, struct srdma_conn **o
 			srdma_set_err(err, rc, "accept", "%s", strerror(-rc));
 			return rc;
 		}
-		if (rc == 1) {
-			if (ev->type == SRDMA_EVENT_CONNECTED) {
-				*out = ev->conn;
-				return 0;
-			}
-			continue;
+		if (rc == 1 && ev->type == SRDMA_EVENT_CONNECTED) {
+			*out = ev->conn;
+			return 0;
 		}
+		/* Checked between events too: a flood of refusals must not
+		 * stretch the wait. */
+		if (srdma_ms_left(deadline) == 0) {
+			srdma_set_err(err, -ETIMEDOUT, "accept", "no client set up within %d ms",
+				      timeout_ms);
+			return -ETIMEDOUT;
+		}
+		if (rc == 1)
+			continue;
 		rc = poll(&p, 1, srdma_ms_left(deadline));
 		if (rc < 0 && errno == EINTR) {
 			srdma_set_err(err, -EINTR, "accept", "interrupted by a signal");

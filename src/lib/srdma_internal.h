@@ -35,9 +35,14 @@ void srdma_set_err(struct srdma_err *e, int code, const char *step,
 int srdma_opts_take(void *dst, size_t dst_size, size_t min_size, const void *src,
 		    const char *what, struct srdma_err *err);
 /* The smallest size of each options struct the library takes: the layout
- * of the first release with the size field. */
-#define SRDMA_SERVER_OPTS_SIZE_V1 sizeof(struct srdma_server_opts)
-#define SRDMA_CLIENT_OPTS_SIZE_V1 sizeof(struct srdma_client_opts)
+ * of the first release with the size field, which ends with rdma (fields
+ * added later come after it and do not move this). A size beyond
+ * SRDMA_OPTS_MAX_SIZE is garbage, not a newer header. */
+#define SRDMA_SERVER_OPTS_SIZE_V1 \
+	(offsetof(struct srdma_server_opts, rdma) + sizeof(struct srdma_rdma_opts))
+#define SRDMA_CLIENT_OPTS_SIZE_V1 \
+	(offsetof(struct srdma_client_opts, rdma) + sizeof(struct srdma_rdma_opts))
+#define SRDMA_OPTS_MAX_SIZE 4096
 
 /* Checks shared by both sides' options (buffer size range). */
 int srdma_check_rdma_opts(const struct srdma_rdma_opts *o, struct srdma_err *err);
@@ -233,9 +238,6 @@ int srdma_ctrl_recv(struct srdma_conn *c, struct srdma_msg *m,
 
 struct srdma_pending;
 struct srdma_reject;
-/* Refusals in flight at once (each needs a TLS handshake); beyond them a
- * refused connection is closed without a word. */
-#define SRDMA_MAX_REJECTS 8
 
 struct srdma_listener {
 	SSL_CTX *ctx;
@@ -290,7 +292,8 @@ void srdma_client_unref(struct srdma_client *cl);
 void srdma_listener_unref(struct srdma_listener *l);
 /* "192.0.2.1:40000" or "[2001:db8::1]:40000" (IPv4-mapped shown as IPv4). */
 void srdma_format_addr(const struct sockaddr *sa, char *buf, size_t len);
-/* Start a thread with every signal blocked. */
+/* Start a thread with every signal blocked, on a SRDMA_THREAD_STACK stack. */
+#define SRDMA_THREAD_STACK (1u << 20)
 int srdma_thread_start(pthread_t *t, void *(*fn)(void *), void *arg);
 
 /* A server connection object around an accepted socket, TLS done (fd is

@@ -532,6 +532,7 @@ static int tls_io(SSL *ssl, void *buf, size_t n, bool writing, int64_t deadline,
 {
 	const char *step = writing ? "send control message" : "read control message";
 	size_t done = 0;
+	int late = 0;
 
 	while (done < n) {
 		struct srdma_sigpipe_guard g;
@@ -549,7 +550,11 @@ static int tls_io(SSL *ssl, void *buf, size_t n, bool writing, int64_t deadline,
 		e = SSL_get_error(ssl, r);
 		if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
 			return io_fail(ssl, e, step, err);
-		rc = wait_io(ssl, e, deadline);
+		/* Past the deadline a socket that stays ready (a peer sending
+		 * records that carry no data) gets a few more tries, not an
+		 * endless loop. */
+		rc = srdma_ms_left(deadline) == 0 && ++late > 8 ? -ETIMEDOUT
+								 : wait_io(ssl, e, deadline);
 		if (rc) {
 			srdma_set_err(err, rc, step, "%s",
 				      rc != -ETIMEDOUT ? strerror(-rc) :

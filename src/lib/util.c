@@ -78,7 +78,7 @@ int srdma_opts_take(void *dst, size_t dst_size, size_t min_size, const void *src
 		return -EINVAL;
 	}
 	memcpy(&have, src, sizeof(have));	/* size is the first field */
-	if (have < min_size) {
+	if (have < min_size || have > SRDMA_OPTS_MAX_SIZE) {
 		srdma_set_err(err, -EINVAL, "options",
 			      "struct %s: size %zu: fill it with %s_init() first", what, have, what);
 		return -EINVAL;
@@ -94,6 +94,10 @@ int srdma_opts_take(void *dst, size_t dst_size, size_t min_size, const void *src
 		}
 	memset(dst, 0, dst_size);
 	memcpy(dst, src, have < dst_size ? have : dst_size);
+	/* The copy is this library's struct now: its size says so (a second
+	 * look, e.g. srdma_connect() -> srdma_client_new(), stays inside). */
+	have = have < dst_size ? have : dst_size;
+	memcpy(dst, &have, sizeof(have));
 	return 0;
 }
 
@@ -209,14 +213,21 @@ void srdma_format_addr(const struct sockaddr *sa, char *buf, size_t len)
 
 int srdma_thread_start(pthread_t *t, void *(*fn)(void *), void *arg)
 {
+	pthread_attr_t attr;
 	sigset_t all, old;
 	int rc;
 
+	/* 1 MiB of stack, not the default 8: setups run by the hundred, and
+	 * a TLS handshake and QP setup need a small fraction of this. */
+	if (pthread_attr_init(&attr))
+		return -ENOMEM;
+	pthread_attr_setstacksize(&attr, SRDMA_THREAD_STACK);
 	/* The new thread inherits this mask: a signal meant for the caller's
 	 * program is never delivered to one of ours. */
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
-	rc = pthread_create(t, NULL, fn, arg);
+	rc = pthread_create(t, &attr, fn, arg);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	pthread_attr_destroy(&attr);
 	return -rc;
 }

@@ -503,17 +503,17 @@ int srdma_conn_next_wc(struct srdma_conn *c, int timeout_ms, struct ibv_wc *wc)
 		 * answered, and its leaving ends the wait. */
 		if (srdma_conn_poll_ctrl(c, NULL))
 			return -ENOTCONN;
+		/* Looked at both: time up? (Every pass, not only when poll()
+		 * found nothing: a peer that keeps the control fd readable
+		 * must not stretch the wait.) */
 		wait = srdma_ms_left(deadline);
+		if (wait == 0)
+			return 0;
 		ctrl = srdma_conn_ctrl_timeout_ms(c);
 		if (ctrl >= 0 && (wait < 0 || ctrl < wait))
 			wait = ctrl;
-		n = poll(p, 2, wait);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
+		if (poll(p, 2, wait) < 0 && errno != EINTR)
 			return -errno;
-		if (n == 0 && srdma_ms_left(deadline) == 0)
-			return 0;
 	}
 }
 
@@ -569,13 +569,15 @@ int srdma_conn_wait_cq(struct srdma_conn *c, struct ibv_cq *cq, int64_t deadline
 		n = poll(p, 2, srdma_ms_left(deadline));
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n == 0) {
-			srdma_set_err(err, -ETIMEDOUT, step, "%s", late);
-			return -ETIMEDOUT;
-		}
 		if (n < 0) {
 			srdma_set_err(err, -errno, step, "poll: %s", strerror(errno));
 			return -errno;
+		}
+		/* Every pass: a peer that keeps the control fd readable (tiny
+		 * records) must not stretch the setup past its deadline. */
+		if (n == 0 || srdma_ms_left(deadline) == 0) {
+			srdma_set_err(err, -ETIMEDOUT, step, "%s", late);
+			return -ETIMEDOUT;
 		}
 		if (p[1].revents) {
 			struct srdma_err peer;

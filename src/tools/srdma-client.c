@@ -42,7 +42,18 @@ struct client {
 	bool close_clean;
 	/* What to tell the server when we end it: 0 BYE, else ERROR(code). */
 	uint16_t close_code;
+	/* --reconnect: when this connection came up, whether a command has
+	 * succeeded on it, and the series of reconnects it belongs to (its
+	 * end, in now_us(), 0: none; the wait before the next one). */
+	double connected_at;
+	bool served;
+	double series_end;
+	int series_wait_ms;
 };
+
+/* A connection that served a command, or lasted this long, ends a series
+ * of reconnects: the next loss starts a new one, with a fresh budget. */
+#define RECONNECT_CALM_US 10e6
 
 static void usage(FILE *f)
 {
@@ -87,7 +98,10 @@ static void usage(FILE *f)
 "                         TLS session resumed if the same server process is\n"
 "                         still there. A command in flight when it\n"
 "                         ended is reported failed, never sent again; auto\n"
-"                         goes on with its next round. Not after the server\n"
+"                         goes on with its next round. Connections that end\n"
+"                         again at once, having served nothing (a server\n"
+"                         that is full, or drops clients), share one\n"
+"                         SECONDS and ever longer waits. Not after the server\n"
 "                         broke the protocol\n"
 "  -v, --verbose          also print PSNs, the server's rkey and window address\n"
 "                         (secrets; never printed without -v, text or JSON)\n"
@@ -367,6 +381,7 @@ static int do_send(struct client *cl, const char *text, bool quiet)
 		goto fail;
 	}
 	cl->st.echoes++;
+	cl->served = true;
 	cl->st.bytes += len;
 	add_rtt(&cl->st, rtt);
 	if (json) {
@@ -423,6 +438,7 @@ static int do_write(struct client *cl, const char *text, bool quiet)
 	ok = ntohl(be) == len && memcmp(ack + 4, mine, 32) == 0;
 	if (ok) {
 		cl->st.writes++;
+		cl->served = true;
 		cl->st.bytes += len;
 		add_rtt(&cl->st, rtt);
 	} else {
@@ -470,6 +486,32 @@ static bool recover(struct client *cl)
 		return true;
 	if (!reconnect_ms || !cl->c || cl->close_code == SRDMA_ERROR_BAD_MESSAGE)
 		return false;
+	/*
+	 * One budget (--reconnect's time) for a series of reconnects. A
+	 * connection that ends again soon, having served nothing (a server
+	 * that accepts and drops at once, or is full), does not start a new
+	 * series: the series goes on, and its waits keep growing, so such a
+	 * server is neither hammered nor retried forever.
+	 */
+	if (!cl->series_end || cl->served || now_us() - cl->connected_at >= RECONNECT_CALM_US) {
+		cl->series_end = now_us() + reconnect_ms * 1000.0;
+		cl->series_wait_ms = 0;
+	} else {
+		int left;
+
+		cl->series_wait_ms = cl->series_wait_ms ? cl->series_wait_ms * 2 : SRDMA_RETRY_MIN_MS;
+		if (cl->series_wait_ms > SRDMA_RETRY_MAX_MS)
+			cl->series_wait_ms = SRDMA_RETRY_MAX_MS;
+		left = (int)((cl->series_end - now_us()) / 1000);
+		poll(NULL, 0, cl->series_wait_ms < left ? cl->series_wait_ms : left > 0 ? left : 0);
+	}
+	if (now_us() >= cl->series_end) {
+		report_error("reconnect", "gave up: connections kept ending at once");
+		snprintf(cl->close_reason, sizeof(cl->close_reason),
+			 "reconnect gave up: connections kept ending at once");
+		cl->close_clean = false;
+		return false;
+	}
 	if (json) {
 		printf("{\"event\":\"reconnecting\",\"reason\":");
 		json_string(stdout, cl->close_reason, strlen(cl->close_reason));
@@ -479,7 +521,8 @@ static bool recover(struct client *cl)
 	}
 	fflush(stdout);
 	end_conn(cl);
-	rc = srdma_client_reconnect(cl->cl, cl->host, reconnect_ms, &cl->c, &attempts, &err);
+	rc = srdma_client_reconnect(cl->cl, cl->host, (int)((cl->series_end - now_us()) / 1000) + 1,
+				    &cl->c, &attempts, &err);
 	if (rc) {
 		cl->c = NULL;
 		report_error(err.step, err.msg);
@@ -490,6 +533,8 @@ static bool recover(struct client *cl)
 	}
 	cl->closed = false;
 	cl->close_code = 0;
+	cl->connected_at = now_us();
+	cl->served = false;
 	cl->info = srdma_conn_info(cl->c);
 	cl->bs = srdma_conn_buf_size(cl->c);
 	if (json)
@@ -504,13 +549,14 @@ static bool recover(struct client *cl)
 
 static void do_auto(struct client *cl, unsigned long n)
 {
-	unsigned long ok_e = 0, ok_w = 0, failures_before = cl->st.failures;
+	unsigned long ok_e = 0, ok_w = 0, failures_before = cl->st.failures, run = 0;
 	double t0 = now_us();
 	char text[64];
 
 	/* With --reconnect, a round that fails with the connection is
 	 * reported failed and the next one runs on the new connection. */
 	for (unsigned long i = 1; i <= n && recover(cl); i++) {
+		run++;
 		snprintf(text, sizeof(text), "auto message %lu of %lu", i, n);
 		if (do_send(cl, text, true) == 0)
 			ok_e++;
@@ -518,13 +564,16 @@ static void do_auto(struct client *cl, unsigned long n)
 		if (do_write(cl, text, true) == 0)
 			ok_w++;
 	}
+	/* rounds: those run (fewer than asked when the connection ended
+	 * for good). */
 	if (json)
 		printf("{\"event\":\"auto\",\"rounds\":%lu,\"echoes_ok\":%lu,\"writes_ok\":%lu,"
-		       "\"failures\":%lu,\"elapsed_ms\":%.1f}\n", n, ok_e, ok_w,
-		       cl->st.failures - failures_before, (now_us() - t0) / 1000);
+		       "\"failures\":%lu,\"asked\":%lu,\"elapsed_ms\":%.1f}\n", run, ok_e, ok_w,
+		       cl->st.failures - failures_before, n, (now_us() - t0) / 1000);
 	else
-		printf("auto: %lu rounds: %lu/%lu echoes ok, %lu/%lu writes ok, %.1f ms\n", n,
-		       ok_e, n, ok_w, n, (now_us() - t0) / 1000);
+		printf("auto: %lu rounds%s: %lu/%lu echoes ok, %lu/%lu writes ok, %.1f ms\n", run,
+		       run < n ? " (the connection ended)" : "", ok_e, run, ok_w, run,
+		       (now_us() - t0) / 1000);
 	fflush(stdout);
 }
 
@@ -833,6 +882,7 @@ int main(int argc, char **argv)
 	}
 	cl.info = srdma_conn_info(cl.c);
 	cl.bs = srdma_conn_buf_size(cl.c);
+	cl.connected_at = now_us();
 	print_connected(cl.info);
 	if (interactive)
 		print_help();

@@ -555,13 +555,15 @@ static int loop_timeout(const struct server *s)
 /* --- main --- */
 
 /*
- * Each client holds two descriptors (TLS socket, completion channel), a
- * setup three, a refusal two (libsrdma runs at most 8). Raise the soft limit
- * to fit; a hard limit too low for --max-clients is reported up front.
+ * Each client holds two descriptors (TLS socket, completion channel); a
+ * setup three, and libsrdma keeps room for twice max_handshakes of them
+ * (evicted ones still ending); a refusal two. Raise the soft limit to fit;
+ * a hard limit too low for --max-clients is reported up front.
  */
 static void fit_nofile(const struct server *s, unsigned int max_handshakes)
 {
-	unsigned long want = 2ul * s->max_clients + 3ul * max_handshakes + 2 * 8 + 64;
+	unsigned long want = 2ul * s->max_clients + 2 * 3ul * max_handshakes +
+			     2ul * SRDMA_MAX_REJECTS + 64;
 	unsigned long have = raise_nofile(want);
 
 	if (have < want)
