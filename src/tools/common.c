@@ -194,6 +194,15 @@ int tool_opt(struct tool_opts *t, int ch, const char *arg)
 	}
 }
 
+bool tool_opt_or_usage(struct tool_opts *t, int ch, const char *arg)
+{
+	int rc = tool_opt(t, ch, arg);
+
+	if (rc == 0)
+		fprintf(stderr, "Try '%s --help'.\n", t->prog);
+	return rc == 1;
+}
+
 void tool_server_opts(const struct tool_opts *t, struct srdma_server_opts *o)
 {
 	if (t->port)

@@ -40,6 +40,9 @@ void tool_opts_init(struct tool_opts *t, const char *prog);
  * letters above, 0 when it is not, -1 when its value is bad (the message
  * printed: exit 2). */
 int tool_opt(struct tool_opts *t, int ch, const char *arg);
+/* tool_opt() for getopt's default case: false (exit 2) when ch is bad or
+ * no option of ours ("Try 'PROG --help'." printed for the latter). */
+bool tool_opt_or_usage(struct tool_opts *t, int ch, const char *arg);
 /* The shared options into a listener's or a client's options. */
 void tool_server_opts(const struct tool_opts *t, struct srdma_server_opts *o);
 void tool_client_opts(const struct tool_opts *t, struct srdma_client_opts *o);

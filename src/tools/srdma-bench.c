@@ -176,15 +176,8 @@ static int parse(int argc, char **argv, struct opts *o)
 			break;
 		case 'h': usage(stdout); exit(0);
 		default:
-			switch (tool_opt(&t, ch == 'x' ? 'g' : ch, optarg)) {
-			case 1:
-				break;
-			case 0:
-				fprintf(stderr, "Try '%s --help'.\n", prog);
+			if (!tool_opt_or_usage(&t, ch == 'x' ? 'g' : ch, optarg))
 				return 2;
-			default:
-				return 2;
-			}
 		}
 	}
 	if (t.port)

@@ -840,15 +840,8 @@ int main(int argc, char **argv)
 		case 'V': printf("srdma-client %s\n", srdma_version()); return 0;
 		case 'h': usage(stdout); return 0;
 		default:
-			switch (tool_opt(&t, ch, optarg)) {
-			case 1:
-				break;
-			case 0:
-				fprintf(stderr, "Try '%s --help'.\n", prog);
+			if (!tool_opt_or_usage(&t, ch, optarg))
 				return 2;
-			default:
-				return 2;
-			}
 		}
 	}
 	tool_client_opts(&t, &o);

@@ -618,15 +618,8 @@ static int parse_args(int argc, char **argv, struct srdma_server_opts *o)
 		case 'V': printf("srdma-server %s\n", srdma_version()); exit(0);
 		case 'h': usage(stdout); exit(0);
 		default:
-			switch (tool_opt(&t, ch, optarg)) {
-			case 1:
-				break;
-			case 0:
-				fprintf(stderr, "Try '%s --help'.\n", prog);
+			if (!tool_opt_or_usage(&t, ch, optarg))
 				return 2;
-			default:
-				return 2;
-			}
 		}
 	}
 	if (optind < argc) {
