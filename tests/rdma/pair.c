@@ -1,8 +1,10 @@
 #include <pthread.h>
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -76,4 +78,24 @@ void pair_connect(struct srdma_listener *l, enum srdma_psn_mode mode,
 	assert_int_equal(rc, 0);
 	assert_int_equal(a.rc, 0);
 	*sc = a.c;
+}
+
+void pair_send(struct srdma_conn *c, struct srdma_conn *s, const void *msg, uint32_t len,
+	       struct ibv_wc *wc)
+{
+	const struct srdma_buf *b = srdma_conn_send_buf(c);
+	struct ibv_sge sge = { .addr = (uintptr_t)b->addr, .length = len, .lkey = b->lkey };
+	struct ibv_send_wr wr = { .wr_id = 7, .sg_list = &sge, .num_sge = 1,
+				  .opcode = IBV_WR_SEND, .send_flags = IBV_SEND_SIGNALED }, *bad;
+	bool got_recv = false;
+
+	memcpy(b->addr, msg, len);
+	assert_int_equal(ibv_post_send(srdma_conn_qp(c), &wr, &bad), 0);
+	assert_int_equal(srdma_conn_next_wc(c, 5000, wc), 1);
+	assert_int_equal(wc->status, IBV_WC_SUCCESS);
+	while (!got_recv) {
+		assert_int_equal(srdma_conn_next_wc(s, 5000, wc), 1);
+		assert_int_equal(wc->status, IBV_WC_SUCCESS);
+		got_recv = wc->opcode == IBV_WC_RECV;
+	}
 }

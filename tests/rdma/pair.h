@@ -17,4 +17,9 @@ struct srdma_listener *pair_listen_opts(const struct srdma_server_opts *so);
 void pair_connect(struct srdma_listener *l, enum srdma_psn_mode mode,
 		  struct srdma_conn **sc, struct srdma_conn **cc);
 
+/* SEND len bytes of msg from c (its send slot 0) and wait for the send's
+ * completion, then for s's receive: *wc is that receive's completion. */
+void pair_send(struct srdma_conn *c, struct srdma_conn *s, const void *msg, uint32_t len,
+	       struct ibv_wc *wc);
+
 #endif

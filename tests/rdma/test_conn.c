@@ -94,29 +94,13 @@ static void send_crosses_the_qp(void **state)
 	struct srdma_conn *s, *c;
 	struct srdma_err err;
 	static const char msg[] = "over RDMA";
-	const struct srdma_buf *b;
-	struct ibv_sge sge;
-	struct ibv_send_wr wr, *bad;
 	struct ibv_wc wc;
-	bool got_recv = false;
 
 	(void)state;
 	l = pair_listen(SRDMA_PSN_EXCHANGE);
 	pair_connect(l, SRDMA_PSN_EXCHANGE, &s, &c);
 
-	b = srdma_conn_send_buf(c);
-	memcpy(b->addr, msg, sizeof(msg));
-	sge = (struct ibv_sge){ .addr = (uintptr_t)b->addr, .length = sizeof(msg), .lkey = b->lkey };
-	wr = (struct ibv_send_wr){ .wr_id = 7, .sg_list = &sge, .num_sge = 1, .opcode = IBV_WR_SEND,
-				   .send_flags = IBV_SEND_SIGNALED };
-	assert_int_equal(ibv_post_send(srdma_conn_qp(c), &wr, &bad), 0);
-	assert_int_equal(srdma_conn_next_wc(c, 5000, &wc), 1);
-	assert_int_equal(wc.status, IBV_WC_SUCCESS);
-	while (!got_recv) {
-		assert_int_equal(srdma_conn_next_wc(s, 5000, &wc), 1);
-		assert_int_equal(wc.status, IBV_WC_SUCCESS);
-		got_recv = wc.opcode == IBV_WC_RECV;
-	}
+	pair_send(c, s, msg, sizeof(msg), &wc);
 	assert_int_equal(wc.byte_len, sizeof(msg));
 	assert_memory_equal((char *)srdma_conn_recv_buf(s)->addr +
 			    wc.wr_id * srdma_conn_buf_size(s), msg, sizeof(msg));
