@@ -92,6 +92,11 @@ extern "C" {
 #define SRDMA_DEFAULT_BUF_SIZE 4096
 #define SRDMA_DEFAULT_HANDSHAKE_MS 10000
 #define SRDMA_DEFAULT_MAX_HANDSHAKES 64
+/* A setup whose client has not sent a byte for this long may be evicted
+ * to make room for another (see srdma_server_opts.silent_ms). */
+#define SRDMA_DEFAULT_SILENT_MS 1000
+/* QPs a listener keeps prepared (see srdma_server_opts.prepared). */
+#define SRDMA_DEFAULT_PREPARED 4
 /* A connected peer that says nothing for this long, a liveness probe
  * unanswered, is declared dead (see srdma_conn_poll_ctrl()). */
 #define SRDMA_DEFAULT_PEER_TIMEOUT_MS 180000
@@ -183,8 +188,8 @@ struct srdma_server_opts {
 	unsigned int max_clients; /* 0: 10; connections handed over and not
 				 * yet closed; one more is told "server full" */
 	unsigned int max_handshakes; /* 0: SRDMA_DEFAULT_MAX_HANDSHAKES; setups
-				 * in progress at once; one more evicts the
-				 * oldest */
+				 * in progress at once; then a silent one is
+				 * evicted, or new ones wait (see below) */
 	int handshake_ms;	/* 0: 10000; the whole setup's deadline */
 	int no_resumption;	/* nonzero: issue no TLS session tickets, so
 				 * every client does a full handshake */
@@ -196,6 +201,15 @@ struct srdma_server_opts {
 				 * probe unanswered) is dead; also sets TCP
 				 * keepalive and TCP_USER_TIMEOUT to match */
 	struct srdma_rdma_opts rdma;
+	/* Added in 0.3. */
+	int silent_ms;		/* 0: SRDMA_DEFAULT_SILENT_MS; a setup whose
+				 * client has sent no byte at all for this
+				 * long may be evicted to make room */
+	int prepared;		/* 0: SRDMA_DEFAULT_PREPARED; -1: none; up to
+				 * 1024 QPs with their buffers (PD, CQs, MRs,
+				 * receives posted: each pins 2 * SRDMA_SLOTS + 1
+				 * slots) made ahead of need by a library thread,
+				 * so that a setup does not wait for them */
 };
 
 struct srdma_client_opts {
@@ -254,12 +268,17 @@ struct srdma_conn;
  * PARAMS, waits for the peer included. */
 struct srdma_setup_times {
 	uint32_t tcp_us;	/* TCP connect (client; 0 on the server) */
-	uint32_t tls_us;	/* TLS handshake */
+	uint32_t tls_us;	/* TLS handshake (the client writes its
+				 * ClientHello before it dials: included) */
 	uint32_t params_us;	/* HELLO, PARAMS exchange */
-	uint32_t qp_create_us;	/* PD, CQs, MRs, QP to INIT, receives, PSN */
+	uint32_t qp_create_us;	/* PD, CQs, MRs, QP to INIT, receives, PSN;
+				 * the client makes its QP while it waits for
+				 * the server's TLS flight, so this overlaps
+				 * tls_us there; a server taking a prepared QP
+				 * spends only the PSN here */
 	uint32_t qp_connect_us;	/* INIT -> RTR -> RTS and ibv_query_qp check */
 	uint32_t binding_us;	/* the binding exchange over RDMA */
-	uint32_t total_us;	/* all of the above, start to finish */
+	uint32_t total_us;	/* start to finish (the parts may overlap) */
 };
 
 /* A connection's negotiated state, fixed once it is up. */
@@ -317,11 +336,17 @@ SRDMA_API int srdma_psn_generate(uint32_t *psn);
  *   - Each accepted TCP connection is set up (TLS, HELLO, PARAMS, QP to RTS
  *     and verified, peer binding) on a thread of the library's, never the
  *     caller's, within handshake_ms. Library threads block every signal.
- *   - At most max_handshakes setups run at once; one more evicts the
- *     oldest, so connections that never finish hold no setup for long
- *     and cannot pile up. (A flood that opens connections faster than a
- *     real setup completes still delays real clients: each new one evicts
- *     the oldest, which may be real. Rate limiting belongs in front.)
+ *   - At most max_handshakes setups run at once. When they all run, room
+ *     for one more is made only by evicting a silent one: the setup whose
+ *     client has not sent a single byte (the kernel's count, TCP_INFO) for
+ *     silent_ms, the longest silent first. A setup whose client has spoken
+ *     is never evicted (it ends within handshake_ms); when none can go,
+ *     new connections wait in the kernel's accept queue (backlog
+ *     SOMAXCONN) until a setup ends or one falls silent long enough. So a
+ *     flood of connections that never speak holds each setup for
+ *     silent_ms at most, and a storm of real clients is slowed, never cut
+ *     off: they are served in arrival order. (A peer that speaks and then
+ *     stalls holds its setup up to handshake_ms; see docs/SECURITY.md.)
  *   - At most max_clients connections are handed over and not yet closed;
  *     one more is told "server full" (SRDMA_ERROR_SERVER_FULL) over TLS, the
  *     refusal lingered so that the message arrives, and closed.
@@ -351,7 +376,8 @@ enum srdma_event_type {
 	SRDMA_EVENT_REFUSED = 2,
 	/* A client's setup failed: ev->err says at which step and why;
 	 * err.code -ETIMEDOUT: it missed handshake_ms; -ECANCELED: evicted
-	 * to make room (max_handshakes); err.peer_code: the client sent ERROR. */
+	 * to make room (max_handshakes; its client had been silent for
+	 * silent_ms); err.peer_code: the client sent ERROR. */
 	SRDMA_EVENT_FAILED = 3,
 	/* accept(2) failed (ev->err); out of descriptors or memory, the
 	 * listener rests SRDMA_LISTEN_PAUSE_MS first. */
@@ -406,6 +432,11 @@ struct srdma_listener_stats {
 	unsigned long long refused;	/* told "server full" */
 	unsigned long long failed;	/* setups that failed (evictions too) */
 	unsigned long long evicted;	/* setups evicted for max_handshakes */
+	/* Added in 0.3. */
+	unsigned long long waits;	/* times max_handshakes setups ran, none
+					 * silent long enough to evict, and new
+					 * connections were left in the backlog */
+	unsigned long long prepared_used; /* setups that took a prepared QP */
 };
 /* size: sizeof(*st), so that the struct can grow; fields past size are
  * not written. */

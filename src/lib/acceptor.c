@@ -4,13 +4,15 @@
  *
  * The caller watches l->epfd and calls srdma_listener_get_event(). That
  * call accepts waiting connections (a bounded number per call), refuses
- * them when the client cap is reached, evicts the oldest setup when
- * max_handshakes are running, starts each setup on a thread of its own,
+ * them when the client cap is reached, evicts a silent setup or leaves new
+ * connections in the backlog when max_handshakes are running (make_room),
+ * starts each setup on a thread of its own,
  * and collects finished setups as events. Setup threads only run the
  * handshake and mark themselves done (under l->lock, then a write to evfd);
  * everything else happens on the caller's thread.
  */
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +21,8 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
+#include <netinet/in.h>
+#include <linux/tcp.h>	/* tcpi_bytes_received: glibc's struct lacks it */
 
 #include "srdma_internal.h"
 
@@ -31,6 +35,7 @@ enum pending_state { PEND_FREE, PEND_RUNNING, PEND_DONE };
 struct srdma_pending {
 	enum pending_state state;	/* PEND_DONE set by the thread, under lock */
 	bool evicted;
+	bool spoke;			/* the client has sent a byte */
 	unsigned int id;
 	int fd;				/* the thread's; closed by it */
 	int hold_fd;			/* dup(fd), ours: shutdown() evicts safely
@@ -99,9 +104,20 @@ int srdma_acceptor_init(struct srdma_listener *l, const struct srdma_server_opts
 {
 	l->max_clients = o->max_clients ? o->max_clients : SRDMA_DEFAULT_MAX_CLIENTS;
 	l->max_handshakes = o->max_handshakes ? o->max_handshakes : SRDMA_DEFAULT_MAX_HANDSHAKES;
+	l->silent_ms = o->silent_ms ? o->silent_ms : SRDMA_DEFAULT_SILENT_MS;
 	if (l->max_handshakes > 100000 || l->max_clients > 10000000) {
 		srdma_set_err(err, -EINVAL, "options", "max_handshakes %u or max_clients %u too large",
 			      l->max_handshakes, l->max_clients);
+		return -EINVAL;
+	}
+	if (o->prepared < -1 || o->prepared > 1024) {
+		srdma_set_err(err, -EINVAL, "options", "prepared %d out of range (-1..1024)",
+			      o->prepared);
+		return -EINVAL;
+	}
+	if (l->silent_ms < 0 || l->silent_ms > 3600000) {
+		srdma_set_err(err, -EINVAL, "options", "silent_ms %d out of range (1..3600000)",
+			      o->silent_ms);
 		return -EINVAL;
 	}
 	/* Evicted setups take a moment to end: room for as many again. */
@@ -140,6 +156,7 @@ void srdma_listener_stats(const struct srdma_listener *l, struct srdma_listener_
 	struct srdma_listener_stats s = l->stats;
 
 	s.clients = __atomic_load_n(&l->clients, __ATOMIC_ACQUIRE);
+	s.prepared_used = srdma_pool_taken(ml);
 	s.handshakes = 0;
 	pthread_mutex_lock(&ml->lock);
 	for (unsigned int i = 0; l->pend && i < l->pend_len; i++)
@@ -166,13 +183,16 @@ static struct srdma_event *new_event(struct srdma_listener *l, enum srdma_event_
 /*
  * The listening socket is in epfd unless the listener rests: after accept()
  * ran out of descriptors (or memory), when the failed accept leaves the
- * connection queued and watching the socket would spin; or while every
- * setup record is taken (evicted setups still ending), when new connections
- * wait in the kernel's backlog until one is free instead of being dropped.
+ * connection queued and watching the socket would spin; or while it waits
+ * for room (room_wait): every setup record is taken (evicted setups still
+ * ending), or max_handshakes setups run and none may be evicted yet. New
+ * connections then wait in the kernel's backlog instead of being dropped
+ * or cutting off a client that is setting up; a finished setup (evfd) or
+ * the moment a silent one may go (timerfd) ends the wait.
  */
 static void update_watch(struct srdma_listener *l)
 {
-	bool want = !l->paused && !l->slot_wait;
+	bool want = !l->paused && !l->room_wait;
 
 	if (want == l->watching)
 		return;
@@ -201,13 +221,30 @@ static void pause_listener(struct srdma_listener *l)
 	update_watch(l);
 }
 
+/* The timer ends a rest and a wait for room alike; accept_one() looks
+ * again, and waits again if there still is none. */
 static void resume_listener(struct srdma_listener *l)
 {
 	uint64_t n;
 
-	if (!l->paused || read(l->timerfd, &n, sizeof(n)) != sizeof(n))
+	if (read(l->timerfd, &n, sizeof(n)) != sizeof(n))
 		return;
 	l->paused = false;
+	l->room_wait = false;
+	update_watch(l);
+}
+
+static void wait_for_room(struct srdma_listener *l, int64_t ms)
+{
+	if (ms > 0) {
+		struct itimerspec t = { .it_value = { .tv_sec = ms / 1000,
+						      .tv_nsec = (ms % 1000) * 1000000L } };
+
+		timerfd_settime(l->timerfd, 0, &t, NULL);
+	}
+	if (!l->room_wait)
+		l->stats.waits++;
+	l->room_wait = true;
 	update_watch(l);
 }
 
@@ -258,28 +295,88 @@ static void refuse(struct srdma_listener *l, int fd, struct srdma_event *ev)
 
 /* --- setups --- */
 
-/* Make room for one more setup: evict the oldest when at the cap. */
-static void evict_if_full(struct srdma_listener *l)
+/*
+ * How long the setup's client has been silent, in ms, counted from its TCP
+ * handshake (a wait in the backlog included); -1 once it has sent a byte.
+ * The kernel's figures (TCP_INFO), so a client whose first flight waits
+ * unread for a busy setup thread has spoken all the same.
+ */
+static int64_t silent_for(struct srdma_pending *p, int64_t now_us)
 {
-	struct srdma_pending *oldest = NULL;
+	struct tcp_info ti;
+	socklen_t len = sizeof(ti);
+	int64_t since_accept = (now_us - p->started_us) / 1000;
+
+	if (p->spoke)
+		return -1;
+	memset(&ti, 0, sizeof(ti));
+	if (getsockopt(p->hold_fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 &&
+	    len >= offsetof(struct tcp_info, tcpi_bytes_received) + sizeof(ti.tcpi_bytes_received)) {
+		p->spoke = ti.tcpi_bytes_received > 0;
+		/* No data ever: last_data_recv counts from the handshake. */
+		if (!p->spoke)
+			return ti.tcpi_last_data_recv > since_accept ? ti.tcpi_last_data_recv
+								     : since_accept;
+	} else {
+		/* A kernel before 4.1: bytes still queued, at least. */
+		char c;
+
+		p->spoke = recv(p->hold_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+	}
+	return p->spoke ? -1 : since_accept;
+}
+
+/*
+ * Room for one more setup? 0: yes (a silent setup may have been evicted to
+ * make it); > 0: not for that many ms, when a silent setup may go; -1: not
+ * until a setup ends (every one running has a client that spoke).
+ */
+static int64_t make_room(struct srdma_listener *l)
+{
+	struct srdma_pending *victim = NULL;
+	int64_t now = srdma_now_us(), soonest = -1, longest = 0;
+	struct pollfd waiting = { .fd = l->fd, .events = POLLIN };
 	unsigned int live = 0;
 
 	pthread_mutex_lock(&l->lock);
+	for (unsigned int i = 0; i < l->pend_len; i++)
+		if (l->pend[i].state == PEND_RUNNING && !l->pend[i].evicted)
+			live++;
+	/* Room, or nobody in the accept queue to make it for. */
+	if (live < l->max_handshakes || poll(&waiting, 1, 0) != 1) {
+		pthread_mutex_unlock(&l->lock);
+		return 0;
+	}
 	for (unsigned int i = 0; i < l->pend_len; i++) {
 		struct srdma_pending *p = &l->pend[i];
+		int64_t left, silent;
 
 		if (p->state != PEND_RUNNING || p->evicted)
 			continue;
-		live++;
-		if (!oldest || p->started_us < oldest->started_us)
-			oldest = p;
+		silent = silent_for(p, now);
+		if (silent < 0)
+			continue;
+		left = l->silent_ms - silent;
+		if (left <= 0) {
+			/* Ties (the kernel counts in jiffies): the first accepted. */
+			if (!victim || silent > longest ||
+			    (silent == longest && p->started_us < victim->started_us)) {
+				victim = p;
+				longest = silent;
+			}
+		} else if (soonest < 0 || left < soonest) {
+			soonest = left;
+		}
 	}
-	if (live >= l->max_handshakes && oldest) {
-		oldest->evicted = true;
-		shutdown(oldest->hold_fd, SHUT_RDWR);
+	if (victim) {
+		victim->evicted = true;
+		shutdown(victim->hold_fd, SHUT_RDWR);
 		l->stats.evicted++;
 	}
 	pthread_mutex_unlock(&l->lock);
+	if (victim)
+		return 0;
+	return soonest < 0 ? -1 : soonest + 1;
 }
 
 static struct srdma_pending *free_pending(struct srdma_listener *l)
@@ -302,12 +399,21 @@ static int accept_one(struct srdma_listener *l, struct srdma_event **out)
 	unsigned int id;
 	int fd, rc;
 
-	if (l->paused || l->slot_wait)
+	if (l->paused || l->room_wait)
 		return -EAGAIN;
 	if (!free_pending(l)) {
-		l->slot_wait = true;
-		update_watch(l);
+		wait_for_room(l, 0);
 		return -EAGAIN;
+	}
+	/* Full of setups: make room before taking one more (a refusal needs
+	 * none, but which it is shows only after accept). */
+	if (__atomic_load_n(&l->clients, __ATOMIC_ACQUIRE) < l->max_clients) {
+		int64_t wait_ms = make_room(l);
+
+		if (wait_ms) {
+			wait_for_room(l, wait_ms);
+			return -EAGAIN;
+		}
 	}
 	rc = srdma_accept_fd(l, &fd, addr, sizeof(addr), &err);
 	if (rc == -EAGAIN)
@@ -331,7 +437,6 @@ static int accept_one(struct srdma_listener *l, struct srdma_event **out)
 		*out = ev;
 		return 1;
 	}
-	evict_if_full(l);
 	p = free_pending(l);	/* there was one before the accept */
 	memset(p, 0, sizeof(*p));
 	p->id = id;
@@ -389,8 +494,8 @@ static struct srdma_event *reap_one(struct srdma_listener *l)
 	pthread_join(p->thread, NULL);
 	close(p->hold_fd);
 	p->state = PEND_FREE;
-	if (l->slot_wait) {
-		l->slot_wait = false;
+	if (l->room_wait) {
+		l->room_wait = false;
 		update_watch(l);
 	}
 	if (!p->rc && p->evicted) {
@@ -409,8 +514,8 @@ static struct srdma_event *reap_one(struct srdma_listener *l)
 			snprintf(why, sizeof(why), "%s", ev->err.msg);
 			ev->err.code = -ECANCELED;
 			snprintf(ev->err.msg, sizeof(ev->err.msg),
-				 "evicted (%u setups in progress, max_handshakes): %.180s",
-				 l->max_handshakes, why);
+				 "evicted, silent for %d ms (%u setups in progress, "
+				 "max_handshakes): %.160s", l->silent_ms, l->max_handshakes, why);
 		}
 		l->stats.failed++;
 		return ev;

@@ -180,15 +180,19 @@ static int rdma_failed(struct srdma_conn *c, int rc, int64_t deadline)
 	return rc;
 }
 
-/* Our side's QP, buffers and PSN; the window only on the server. */
+/* Our side's QP, buffers and PSN; the window only on the server. The QP
+ * may be made already: the client makes it during the TLS handshake. */
 static int make_qp(struct srdma_conn *c, int64_t deadline, struct srdma_err *err)
 {
 	int64_t t0 = srdma_now_us();
-	int rc = srdma_verbs_create(c, c->server, err);
+	int rc = 0;
+
+	if (!c->qp && !(c->server && c->listener && srdma_pool_take(c->listener, c)))
+		rc = srdma_verbs_create(c, c->server, err);
 
 	if (!rc)
 		rc = srdma_verbs_local_params(c, err);
-	c->info.times.qp_create_us = srdma_us_since(t0);
+	c->info.times.qp_create_us += srdma_us_since(t0);
 	return rc ? rdma_failed(c, rc, deadline) : 0;
 }
 
@@ -385,7 +389,7 @@ int srdma_conn_setup(struct srdma_conn *c, int64_t deadline, struct srdma_err *e
 	struct srdma_conn_info *i = &c->info;
 	struct srdma_setup_times *t = &i->times;
 	int64_t t0 = srdma_now_us();
-	uint32_t spent, rdma;
+	uint32_t spent, rdma, made_before = t->qp_create_us;	/* client: during TLS */
 	int rc;
 
 	/* From here on one read of the control channel does bounded work:
@@ -398,7 +402,7 @@ int srdma_conn_setup(struct srdma_conn *c, int64_t deadline, struct srdma_err *e
 
 	if (rc)
 		return rc;
-	rdma = t->qp_create_us + t->qp_connect_us + t->binding_us;
+	rdma = t->qp_create_us - made_before + t->qp_connect_us + t->binding_us;
 	t->params_us = spent > rdma ? spent - rdma : 0;
 	t->total_us = srdma_us_since(c->t_start);
 	/* The setup waited on the channel itself and may have left the CQs

@@ -145,6 +145,9 @@ int srdma_listen(const struct srdma_server_opts *opts, struct srdma_listener **o
 		rc = bound_port(l, err);
 	if (!rc)
 		rc = srdma_acceptor_init(l, o, err);
+	if (!rc && o->prepared >= 0)
+		rc = srdma_pool_start(l, o->prepared ? (unsigned int)o->prepared
+						     : SRDMA_DEFAULT_PREPARED, err);
 	if (rc)
 		goto fail;
 	*out = l;
@@ -189,6 +192,7 @@ void srdma_listener_free(struct srdma_listener *l)
 	if (!l)
 		return;
 	srdma_acceptor_stop(l);
+	srdma_pool_stop(l);
 	if (l->fd >= 0)
 		close(l->fd);
 	l->fd = -1;

@@ -101,9 +101,20 @@ int srdma_tls_load_crl(SSL_CTX *ctx, const char *file, struct srdma_err *err);
 #define SRDMA_TICKET_PERIOD_S 3600
 /* Replace the ticket key now (what the period does; tests call it). */
 int srdma_tls_rotate_ticket_key(SSL_CTX *ctx);
-/* A client SSL on fd that verifies the peer against name (DNS name or IP). */
+/* A client SSL on fd that verifies the peer against name (DNS name or IP);
+ * fd -1: no socket yet (see srdma_tls_client_first_flight()). */
 int srdma_tls_client_ssl(SSL_CTX *ctx, int fd, const char *name, SSL **out,
 			 struct srdma_err *err);
+/*
+ * The client's first flight (ClientHello, its key share made) written into
+ * memory before the TCP connection exists, on an SSL made with fd -1; then
+ * srdma_tls_client_attach() sends it on fd, first thing after connect, and
+ * moves the SSL onto fd for the rest of the handshake. So a busy client
+ * speaks at once once connected: the server tells a silent connection
+ * from a real one by its first bytes (acceptor.c).
+ */
+int srdma_tls_client_first_flight(SSL *ssl, struct srdma_err *err);
+int srdma_tls_client_attach(SSL *ssl, int fd, int64_t deadline, struct srdma_err *err);
 /* Client session resumption: each new session ticket on a client SSL is
  * handed to cb(arg, session) (which takes the reference) while an owner is
  * set with srdma_tls_set_ticket_sink(); NULL cb stops it. */
@@ -239,6 +250,17 @@ int srdma_ctrl_recv(struct srdma_conn *c, struct srdma_msg *m,
 struct srdma_pending;
 struct srdma_reject;
 
+/* Prepared QPs (pool.c): a thread keeps up to len sets ready. */
+struct srdma_pool {
+	bool inited, running, stop;
+	pthread_t thread;
+	pthread_mutex_t lock;		/* guards the rest */
+	pthread_cond_t cond;		/* one taken, or stop */
+	struct srdma_conn **set;	/* verbs made, nothing else */
+	unsigned int len, have;
+	unsigned long long taken;
+};
+
 struct srdma_listener {
 	SSL_CTX *ctx;
 	int fd;
@@ -254,12 +276,15 @@ struct srdma_listener {
 
 	/* The acceptor. epfd (what the caller watches) holds the listening
 	 * socket, evfd (a setup thread finished) and timerfd (the listener's
-	 * rest after EMFILE is over). */
+	 * rest after EMFILE is over, or a silent setup may now be evicted). */
 	int epfd, evfd, timerfd;
 	bool watching;			/* the listening socket is in epfd */
 	bool paused;			/* resting after EMFILE (timerfd) */
-	bool slot_wait;			/* every setup record is taken */
+	bool room_wait;			/* no setup record free, or
+					 * max_handshakes run and none can be
+					 * evicted yet (timerfd, evfd end it) */
 	unsigned int max_clients, max_handshakes;
+	int silent_ms;
 	unsigned int clients;		/* atomic: handed over, not closed */
 	unsigned int next_id;
 	pthread_mutex_t lock;		/* pending states set by threads */
@@ -268,7 +293,16 @@ struct srdma_listener {
 	struct srdma_reject *rejects;	/* SRDMA_MAX_REJECTS */
 	struct srdma_event ev;		/* the one get_event last returned */
 	struct srdma_listener_stats stats;
+	struct srdma_pool pool;
 };
+
+/* Start the thread that keeps n QPs prepared (0: none). */
+int srdma_pool_start(struct srdma_listener *l, unsigned int n, struct srdma_err *err);
+/* Give c (which has no verbs resources) a prepared set: false if none. */
+bool srdma_pool_take(struct srdma_listener *l, struct srdma_conn *c);
+unsigned long long srdma_pool_taken(struct srdma_listener *l);
+/* Stop the thread and free what is prepared (after every setup ended). */
+void srdma_pool_stop(struct srdma_listener *l);
 
 /* accept(2) one TCP connection (-EAGAIN: none waiting), options set. */
 int srdma_accept_fd(struct srdma_listener *l, int *fd, char *addr, size_t addr_len,

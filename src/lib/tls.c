@@ -415,7 +415,7 @@ int srdma_tls_client_ssl(SSL_CTX *ctx, int fd, const char *name, SSL **out,
 
 	if (!ssl)
 		goto fail;
-	if (SSL_set_fd(ssl, fd) != 1)
+	if (fd >= 0 && SSL_set_fd(ssl, fd) != 1)
 		goto fail;
 	if (is_ip_literal(name)) {
 		X509_VERIFY_PARAM *p = SSL_get0_param(ssl);
@@ -439,6 +439,64 @@ fail:
 	srdma_set_err(err, -EINVAL, "tls setup", "server name '%s': %s", name, why);
 	SSL_free(ssl);
 	return -EINVAL;
+}
+
+int srdma_tls_client_first_flight(SSL *ssl, struct srdma_err *err)
+{
+	BIO *in = BIO_new(BIO_s_mem()), *out = BIO_new(BIO_s_mem());
+	char why[200];
+	int r;
+
+	if (!in || !out) {
+		BIO_free(in);
+		BIO_free(out);
+		srdma_set_err(err, -ENOMEM, "tls handshake", "out of memory");
+		return -ENOMEM;
+	}
+	/* Nothing to read yet is "try again", not the end of the stream. */
+	BIO_set_mem_eof_return(in, -1);
+	SSL_set_bio(ssl, in, out);
+	r = SSL_connect(ssl);
+	if (r != 1 && SSL_get_error(ssl, r) == SSL_ERROR_WANT_READ && BIO_pending(out) > 0)
+		return 0;
+	srdma_tls_reason(ssl, why, sizeof(why));
+	srdma_set_err(err, -EPROTO, "tls handshake", "ClientHello: %s", why);
+	return -EPROTO;
+}
+
+int srdma_tls_client_attach(SSL *ssl, int fd, int64_t deadline, struct srdma_err *err)
+{
+	char *p;
+	long left = BIO_get_mem_data(SSL_get_wbio(ssl), &p);
+
+	while (left > 0) {
+		struct pollfd pf = { .fd = fd, .events = POLLOUT };
+		ssize_t n = send(fd, p, (size_t)left, MSG_NOSIGNAL);
+
+		if (n > 0) {
+			p += n;
+			left -= n;
+			continue;
+		}
+		if (n < 0 && errno != EAGAIN && errno != EINTR) {
+			int rc = errno == EPIPE || errno == ECONNRESET ? -ECONNRESET : -errno;
+
+			srdma_set_err(err, rc, "tls handshake", "sending ClientHello: %s",
+				      strerror(errno));
+			return rc;
+		}
+		if (n < 0 && errno == EAGAIN && poll(&pf, 1, srdma_ms_left(deadline)) == 0) {
+			srdma_set_err(err, -ETIMEDOUT, "tls handshake",
+				      "no handshake within the deadline");
+			return -ETIMEDOUT;
+		}
+	}
+	/* The memory BIOs go with this (SSL_set_bio frees them). */
+	if (SSL_set_fd(ssl, fd) != 1) {
+		srdma_set_err(err, -ENOMEM, "tls handshake", "out of memory");
+		return -ENOMEM;
+	}
+	return 0;
 }
 
 /* Wait for the socket as OpenSSL asked; -ETIMEDOUT past the deadline. */

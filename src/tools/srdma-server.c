@@ -140,9 +140,16 @@ static void usage(FILE *f)
 "  -m, --max-clients N    clients served at once, 1..100000 (default 10); one\n"
 "                         more is told \"server full\" over TLS and closed\n"
 "  -H, --max-handshakes N connections in their handshake at once, 1..10000\n"
-"                         (default 64); these take no client slot, and one\n"
-"                         more evicts the oldest, so connections that never\n"
-"                         finish cannot keep real clients out\n"
+"                         (default 64); these take no client slot. When all\n"
+"                         run, one whose client has sent nothing for\n"
+"                         --silent-ms is evicted to make room; a client that\n"
+"                         has spoken is never evicted, and new connections\n"
+"                         wait in the kernel's queue, served in order\n"
+"      --silent-ms MS     a connection silent this long since it was\n"
+"                         accepted may be evicted, 1..600000 (default 1000)\n"
+"      --prepared N       QPs with their buffers made ahead of need by a\n"
+"                         background thread, so that setups do not wait for\n"
+"                         them, 0..1024 (default 4; 0: none)\n"
 "  -d, --dev NAME         RDMA device (default: the first)\n"
 "  -i, --ib-port N        device port (default 1)\n"
 "  -g, --gid-index N      GID index (default: a RoCE v2 GID with an IPv4\n"
@@ -249,8 +256,9 @@ static void log_stats(struct server *s, const char *why)
 						now[i] - (counters_at_start[i] > 0 ? counters_at_start[i] : 0));
 	srdma_listener_stats(s->l, &st, sizeof(st));
 	logf_("stats (%s): %u clients, %llu connections so far (%llu refused, %llu failed, "
-	      "%llu evicted); %s port %d counters:%s", why, s->active, st.accepted, st.refused,
-	      st.failed, st.evicted, srdma_listener_device(s->l), srdma_listener_ib_port(s->l),
+	      "%llu evicted, %llu waits for room); %s port %d counters:%s", why, s->active,
+	      st.accepted, st.refused, st.failed, st.evicted, st.waits,
+	      srdma_listener_device(s->l), srdma_listener_ib_port(s->l),
 	      len ? line : " none readable");
 }
 
@@ -557,13 +565,15 @@ static int loop_timeout(const struct server *s)
 /*
  * Each client holds two descriptors (TLS socket, completion channel); a
  * setup three, and libsrdma keeps room for twice max_handshakes of them
- * (evicted ones still ending); a refusal two. Raise the soft limit to fit;
- * a hard limit too low for --max-clients is reported up front.
+ * (evicted ones still ending); a refusal two; a prepared QP one. Raise the
+ * soft limit to fit; a hard limit too low for --max-clients is reported up
+ * front.
  */
-static void fit_nofile(const struct server *s, unsigned int max_handshakes)
+static void fit_nofile(const struct server *s, unsigned int max_handshakes, int prepared)
 {
 	unsigned long want = 2ul * s->max_clients + 2 * 3ul * max_handshakes +
-			     2ul * SRDMA_MAX_REJECTS + 64;
+			     2ul * SRDMA_MAX_REJECTS + (prepared > 0 ? (unsigned long)prepared :
+							 SRDMA_DEFAULT_PREPARED) + 64;
 	unsigned long have = raise_nofile(want);
 
 	if (have < want)
@@ -581,6 +591,8 @@ static int parse_args(int argc, char **argv, struct srdma_server_opts *o)
 		{ "client-ca", required_argument, NULL, 'C' },
 		{ "max-clients", required_argument, NULL, 'm' },
 		{ "max-handshakes", required_argument, NULL, 'H' },
+		{ "silent-ms", required_argument, NULL, 1000 },
+		{ "prepared", required_argument, NULL, 1001 },
 		{ "dev", required_argument, NULL, 'd' },
 		{ "ib-port", required_argument, NULL, 'i' },
 		{ "gid-index", required_argument, NULL, 'g' },
@@ -613,6 +625,16 @@ static int parse_args(int argc, char **argv, struct srdma_server_opts *o)
 			if (!parse_ulong(prog, "--max-handshakes", optarg, 1, 10000, &v))
 				return 2;
 			o->max_handshakes = (unsigned int)v;
+			break;
+		case 1000:
+			if (!parse_ulong(prog, "--silent-ms", optarg, 1, 600000, &v))
+				return 2;
+			o->silent_ms = (int)v;
+			break;
+		case 1001:
+			if (!parse_ulong(prog, "--prepared", optarg, 0, 1024, &v))
+				return 2;
+			o->prepared = v ? (int)v : -1;
 			break;
 		case 'R': o->no_resumption = 1; break;
 		case 'V': printf("srdma-server %s\n", srdma_version()); exit(0);
@@ -667,7 +689,8 @@ int main(int argc, char **argv)
 	sigaddset(&sigs, SIGUSR1);
 	/* Blocked here; read from the signalfd in the loop. */
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-	fit_nofile(&s, o.max_handshakes ? o.max_handshakes : SRDMA_DEFAULT_MAX_HANDSHAKES);
+	fit_nofile(&s, o.max_handshakes ? o.max_handshakes : SRDMA_DEFAULT_MAX_HANDSHAKES,
+		   o.prepared);
 
 	s.slots = calloc(s.max_clients, sizeof(*s.slots));
 	s.ready = calloc(s.max_clients, sizeof(*s.ready));

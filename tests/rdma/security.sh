@@ -94,11 +94,12 @@ garbage)
 	;;
 flood)
 	# Defence: connections in their handshake take no client slot, at most
-	# --max-handshakes are in progress and one more evicts the oldest.
-	# 100 connections that never say a word must not keep a real client
-	# out: it connects within the handshake deadline (10 s). With a cap of
-	# 32 the server has room for 64 handshake threads, fewer than the flood:
-	# without eviction the real client would find none.
+	# --max-handshakes are in progress, and one more evicts a setup whose
+	# client has said nothing for --silent-ms (1 s). 100 connections that
+	# never say a word must not keep a real client out: it connects within
+	# the handshake deadline (10 s). With a cap of 32 the server has room
+	# for 64 handshake threads, fewer than the flood: without eviction the
+	# real client would wait for the flood's setups to time out (10 s).
 	start_server --max-handshakes 32
 	for i in $(seq 100); do
 		exec {f}<>"/dev/tcp/127.0.0.1/$port" || fail "flood connection $i failed"

@@ -1,6 +1,7 @@
 /*
  * The library's acceptor (srdma_listener_get_event, srdma_accept): the
- * client cap with "server full", setups capped with the oldest evicted,
+ * client cap with "server full", setups capped with silent ones evicted
+ * and a storm of real clients queued, never evicted,
  * deadlines, signals, and connections that outlive their listener. A
  * server and clients in one process on the device's loopback; needs an
  * RDMA device. Each defence here was seen to fail its test when removed.
@@ -176,12 +177,12 @@ static void client_cap_says_server_full(void **state)
 	srdma_listener_free(l);
 }
 
-/* Connections that never finish their setup hold at most max_handshakes
- * setups; each one more evicts the oldest, none is dropped while evicted
- * setups are still ending (more than the listener has records for arrive
- * at once), and a real client still gets in. Without eviction, twelve
- * silent connections would hold twelve. */
-static void silent_setups_are_capped_oldest_evicted(void **state)
+/* Connections that never say a word hold at most max_handshakes setups,
+ * each for silent_ms; one more evicts the one silent longest, none is
+ * dropped while evicted setups are still ending (more than the listener
+ * has records for arrive at once), and a real client still gets in.
+ * Without eviction, twelve silent connections would hold twelve. */
+static void silent_setups_are_capped_and_evicted(void **state)
 {
 	struct srdma_server_opts so;
 	struct srdma_listener *l;
@@ -195,6 +196,7 @@ static void silent_setups_are_capped_oldest_evicted(void **state)
 	pair_server_opts(&so, SRDMA_PSN_EXCHANGE);
 	so.max_handshakes = 2;
 	so.handshake_ms = 60000;
+	so.silent_ms = 200;
 	l = pair_listen_opts(&so);
 	for (int i = 0; i < 12; i++)
 		fds[i] = silent_socket(srdma_listener_port(l));
@@ -209,11 +211,15 @@ static void silent_setups_are_capped_oldest_evicted(void **state)
 		evicted[n_evicted++] = ev->id;
 	}
 	assert_int_equal(n_evicted, 10);
+	/* The last may still wait for an evicted setup's record. */
+	end = now_ms() + 10000;
+	while (stats(l).accepted < 12 && now_ms() < end)
+		assert_null(next_event(l, 100));
 	assert_int_equal(stats(l).accepted, 12);
 	assert_int_equal(stats(l).handshakes, 2);
 	assert_int_equal(stats(l).evicted, 10);
 	assert_int_equal(stats(l).failed, 10);	/* the evictions, nothing dropped */
-	/* Oldest first (they may end in any order). */
+	/* Silent longest first (they may end in any order). */
 	for (unsigned int i = 0; i < 10; i++)
 		assert_true(evicted[i] >= 1 && evicted[i] <= 10);
 
@@ -230,6 +236,109 @@ static void silent_setups_are_capped_oldest_evicted(void **state)
 	for (int i = 0; i < 12; i++)
 		close(fds[i]);
 	srdma_listener_free(l);
+}
+
+/*
+ * A storm: more real clients at once than max_handshakes, behind silent
+ * connections. The silent ones are evicted; no real client is (the ones
+ * that find every setup taken wait in the accept queue), so all of them
+ * get in. The control, run once: with the 0.2 policy (one more evicts the
+ * oldest setup, spoken or not) real clients are evicted here and the test
+ * fails at the first FAILED event for a dialler.
+ */
+#define STORM 8
+#define STORM_SILENT 4
+static void a_storm_evicts_the_silent_not_the_slow(void **state)
+{
+	struct srdma_server_opts so;
+	struct srdma_listener *l;
+	const struct srdma_event *ev;
+	struct srdma_conn *conns[STORM];
+	unsigned int connected = 0, evicted = 0;
+	struct dial d[STORM];
+	int fds[STORM_SILENT];
+	long long end;
+
+	(void)state;
+	pair_server_opts(&so, SRDMA_PSN_EXCHANGE);
+	so.max_handshakes = 2;
+	so.max_clients = STORM;
+	so.handshake_ms = 60000;
+	so.silent_ms = 300;
+	l = pair_listen_opts(&so);
+	/* In the accept queue first: ids 1..STORM_SILENT. */
+	for (int i = 0; i < STORM_SILENT; i++)
+		fds[i] = silent_socket(srdma_listener_port(l));
+	for (int i = 0; i < STORM; i++)
+		dial_start(&d[i], l);
+	end = now_ms() + 120000;
+	while ((connected < STORM || evicted < STORM_SILENT) && now_ms() < end) {
+		ev = next_event(l, 1000);
+		assert_true(stats(l).handshakes <= 2);
+		if (!ev)
+			continue;
+		if (ev->type == SRDMA_EVENT_CONNECTED) {
+			assert_true(ev->id > STORM_SILENT);
+			conns[connected++] = ev->conn;
+			continue;
+		}
+		assert_int_equal(ev->type, SRDMA_EVENT_FAILED);
+		assert_int_equal(ev->err.code, -ECANCELED);
+		/* Only a silent connection is evicted, never a dialler. */
+		assert_true(ev->id <= STORM_SILENT);
+		evicted++;
+	}
+	print_message("%u connected, %u evicted, %llu waits for room\n", connected, evicted,
+		      stats(l).waits);
+	assert_int_equal(connected, STORM);
+	assert_int_equal(evicted, STORM_SILENT);
+	assert_int_equal(stats(l).failed, STORM_SILENT);
+	assert_true(stats(l).waits >= 1);
+	for (int i = 0; i < STORM; i++) {
+		dial_join(&d[i]);
+		assert_int_equal(d[i].rc, 0);
+		srdma_conn_close(d[i].c, 0, NULL);
+		srdma_conn_close(conns[i], 0, NULL);
+	}
+	for (int i = 0; i < STORM_SILENT; i++)
+		close(fds[i]);
+	srdma_listener_free(l);
+}
+
+/* Setups take QPs prepared ahead by the listener's thread (and work with
+ * them: echo over the QP); with prepared -1 none is made (the control, so
+ * that the count cannot come from anywhere else). */
+static void setups_take_prepared_qps(void **state)
+{
+	(void)state;
+	for (int prepared = 2; prepared >= -1; prepared -= 3) {
+		struct srdma_server_opts so;
+		struct srdma_listener *l;
+
+		pair_server_opts(&so, SRDMA_PSN_EXCHANGE);
+		so.prepared = prepared;
+		l = pair_listen_opts(&so);
+		for (int i = 0; i < 3; i++) {
+			struct srdma_conn *sc, *cc;
+			struct ibv_wc wc;
+
+			/* The thread's moment to refill: the count below
+			 * says only whether a set was there, not how fast. */
+			usleep(200000);
+			pair_connect(l, SRDMA_PSN_EXCHANGE, &sc, &cc);
+			pair_send(cc, sc, "through a prepared QP", 21, &wc);
+			assert_int_equal(wc.byte_len, 21);
+			srdma_conn_close(cc, 0, NULL);
+			srdma_conn_close(sc, 0, NULL);
+		}
+		print_message("prepared %d: %llu of 3 setups took a prepared QP\n", prepared,
+			      stats(l).prepared_used);
+		if (prepared > 0)
+			assert_true(stats(l).prepared_used >= 1);
+		else
+			assert_int_equal(stats(l).prepared_used, 0);
+		srdma_listener_free(l);
+	}
 }
 
 /* A setup that misses handshake_ms fails on its own, reported as such. */
@@ -385,7 +494,9 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(client_cap_says_server_full),
-		cmocka_unit_test(silent_setups_are_capped_oldest_evicted),
+		cmocka_unit_test(silent_setups_are_capped_and_evicted),
+		cmocka_unit_test(a_storm_evicts_the_silent_not_the_slow),
+		cmocka_unit_test(setups_take_prepared_qps),
 		cmocka_unit_test(setup_deadline_holds),
 		cmocka_unit_test(signals_are_the_callers),
 		cmocka_unit_test(connections_outlive_listener_and_client),
