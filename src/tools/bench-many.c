@@ -33,6 +33,7 @@ static struct srdma_client *new_client(const struct opts *o, bool resume)
 	co.ca_file = o->ca;
 	co.rdma.dev_name = o->dev;
 	co.resume = resume;
+	co.handshake_ms = o->handshake_ms;
 	co.rdma.max_inline = (unsigned int)inline_max;
 	if (o->has_gid)
 		co.rdma.gid_index = (int)o->gid;
@@ -335,7 +336,8 @@ int run_scale(const struct opts *o)
 	unsigned long rss0 = 0, rss1 = 0, ok, echo_failed = 0;
 	unsigned long long tk0 = 0, tk1 = 0;
 	bool have_pid = o->server_pid != 0;
-	double secs, echo_secs, cpu_pct = -1, kb_per_conn = -1;
+	double secs, echo_secs, cpu_pct = -1, kb_per_conn = -1, setup[3] = { 0 }, *buf;
+	size_t nok = 0;
 	long hz = sysconf(_SC_CLK_TCK);
 	uint32_t size = (uint32_t)(o->size < SRDMA_DEFAULT_BUF_SIZE ? o->size : 64);
 	int rc;
@@ -353,6 +355,19 @@ int run_scale(const struct opts *o)
 	if (r.first_err[0])
 		fprintf(stderr, "%s: %lu connections failed; first: %s\n", prog, r.n - ok,
 			r.first_err);
+	/* Setup time as each client saw it: dial to connected, a wait in the
+	 * server's accept queue included. */
+	buf = calloc(r.n, sizeof(*buf));
+	if (!buf)
+		die_oom();
+	for (unsigned long i = 0; i < r.n; i++)
+		if (r.total_us[i] >= 0)
+			buf[nok++] = r.total_us[i] / 1000;
+	qsort(buf, nok, sizeof(*buf), cmp_double);
+	setup[0] = pct(buf, nok, 0.5);
+	setup[1] = pct(buf, nok, 0.99);
+	setup[2] = nok ? buf[nok - 1] : 0;
+	free(buf);
 	if (have_pid) {
 		/* Let the server settle, then watch it with every client idle. */
 		sleep(1);
@@ -372,16 +387,20 @@ int run_scale(const struct opts *o)
 	double echoes = (double)ok * (double)o->rounds - (double)echo_failed;
 
 	if (o->json)
-		printf("{\"mode\":\"scale\",\"clients\":%lu,\"connected\":%lu,\"failed\":%lu,"
-		       "\"connect_s\":%.2f,\"server_rss_kb_before\":%lu,\"server_rss_kb\":%lu,"
+		printf("{\"mode\":\"scale\",\"clients\":%lu,\"parallel\":%lu,\"connected\":%lu,"
+		       "\"failed\":%lu,\"connect_s\":%.2f,\"setup_p50_ms\":%.1f,"
+		       "\"setup_p99_ms\":%.1f,\"setup_max_ms\":%.1f,"
+		       "\"server_rss_kb_before\":%lu,\"server_rss_kb\":%lu,"
 		       "\"server_kb_per_conn\":%.1f,\"idle_s\":%lu,\"server_idle_cpu_pct\":%.2f,"
 		       "\"echo_rounds\":%lu,\"echo_bytes\":%" PRIu32 ",\"echo_failed\":%lu,"
-		       "\"echo_per_s\":%.1f}\n", r.n, ok, r.n - ok, secs, rss0, rss1,
+		       "\"echo_per_s\":%.1f}\n", r.n, o->parallel, ok, r.n - ok, secs, setup[0],
+		       setup[1], setup[2], rss0, rss1,
 		       kb_per_conn, o->idle_s, cpu_pct, o->rounds, size, echo_failed,
 		       echoes / echo_secs);
 	else {
-		printf("clients %lu: connected %lu, failed %lu, in %.2f s\n", r.n, ok, r.n - ok,
-		       secs);
+		printf("clients %lu, %lu at a time: connected %lu, failed %lu, in %.2f s\n"
+		       "setup time per client: p50 %.1f ms, p99 %.1f ms, max %.1f ms\n", r.n,
+		       o->parallel, ok, r.n - ok, secs, setup[0], setup[1], setup[2]);
 		if (kb_per_conn >= 0)
 			printf("server RSS %lu kB idle before, %lu kB with %lu clients: %.1f kB "
 			       "per connection\nserver CPU with all idle: %.2f%% over %lu s\n",

@@ -14,6 +14,7 @@ struct opts {
 	enum mode mode;
 	const char *host, *ca, *cert, *key, *dev;
 	unsigned long port, size, iters, gid, depth, parallel, server_pid, idle_s, rounds;
+	int handshake_ms;	/* -t: each connection's setup deadline (0: default) */
 	bool all, json, has_gid, has_iters;
 };
 

@@ -51,7 +51,8 @@ static void usage(FILE *f)
 "           resumption: rate per second and p50/p99 setup time by phase\n"
 "           (TCP, TLS, parameter exchange, QP creation, state transitions,\n"
 "           binding check). The server needs --max-clients >= -N.\n"
-"  scale    connect -n clients (-N at a time) and keep them: the server's\n"
+"  scale    connect -n clients (-N at a time) and keep them: p50/p99/max\n"
+"           setup time as each client saw it, the server's\n"
 "           memory per connection and CPU while all are idle (needs\n"
 "           --server-pid on the same machine), then --rounds echo rounds on\n"
 "           all of them; reports failures. The server needs --max-clients\n"
@@ -71,7 +72,11 @@ static void usage(FILE *f)
 "  -I, --inline-size N    lat, bw: QPs that take N bytes inline, and sends\n"
 "                         of up to N bytes inline, as perftest's -I (default\n"
 "                         0: none; give both sides the same)\n"
-"  -N, --parallel N       connect, scale: connections made at once (default 8)\n"
+"  -N, --parallel N       connect, scale: connections made at once, 1..1024\n"
+"                         (default 8); scale -N equal to -n is a storm: all\n"
+"                         clients dial at once (raise -t to match)\n"
+"  -t, --timeout MS       connect, scale: each setup's deadline, queueing at\n"
+"                         a busy server included, 100..600000 (default 10000)\n"
 "      --server-pid PID   scale: the srdma-server to measure (same machine)\n"
 "      --idle-secs S      scale: how long to measure idle CPU (default 5)\n"
 "      --rounds N         scale: echo rounds over all clients (default 20)\n"
@@ -120,6 +125,7 @@ static int parse(int argc, char **argv, struct opts *o)
 		{ "depth", required_argument, NULL, 'D' },
 		{ "inline-size", required_argument, NULL, 'I' },
 		{ "parallel", required_argument, NULL, 'N' },
+		{ "timeout", required_argument, NULL, 't' },
 		{ "server-pid", required_argument, NULL, OPT_PID },
 		{ "idle-secs", required_argument, NULL, OPT_IDLE },
 		{ "rounds", required_argument, NULL, OPT_ROUNDS },
@@ -137,7 +143,7 @@ static int parse(int argc, char **argv, struct opts *o)
 
 	tool_opts_init(&t, prog);
 	/* -x: perftest's letter for the GID index, kept as another name for -g. */
-	while ((ch = getopt_long(argc, argv, "p:d:g:x:s:An:D:I:N:c:k:a:jh", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "p:d:g:x:s:An:D:I:N:t:c:k:a:jh", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 's':
 			if (!parse_ulong(prog, "--size", optarg, 1, 1ul << 20, &o->size))
@@ -189,6 +195,7 @@ static int parse(int argc, char **argv, struct opts *o)
 	o->key = t.key;
 	o->ca = t.ca;
 	o->json = t.json;
+	o->handshake_ms = t.handshake_ms;
 	if (optind >= argc) {
 		fprintf(stderr, "%s: no mode given (lat, bw, connect, scale)\nTry '%s --help'.\n",
 			prog, prog);

@@ -197,10 +197,11 @@ bench-smoke)
 	grep -q '"resume":true,"parallel":1,"connections":4,"failed":0,"resumed":4,' <<<"$out" ||
 		fail "connect: the resumed row did not resume"
 	out=$(timeout 300 "$bin/srdma-bench" scale --port "$port" --dev "$dev" --ca "$certs/ca.pem" \
-		-n 8 -N 4 --server-pid "$srv_pid" --idle-secs 1 --rounds 2 --json localhost 2>&1) ||
+		-n 8 -N 8 -t 60000 --server-pid "$srv_pid" --idle-secs 1 --rounds 2 --json localhost 2>&1) ||
 		fail "bench scale failed: $out"
 	echo "$out"
-	grep -qE '"clients":8,"connected":8,"failed":0,.*"echo_failed":0,' <<<"$out" ||
+	# -N = -n: the storm mode, every client dialling at once.
+	grep -qE '"clients":8,"parallel":8,"connected":8,"failed":0,.*"setup_max_ms":[0-9.]+,.*"echo_failed":0,' <<<"$out" ||
 		fail "scale: not every client connected and echoed"
 	stop_server
 	# A server with resumption off: the same client resumes nothing.
