@@ -46,7 +46,8 @@
  * up to their timeout_ms; srdma_connect() and srdma_client_connect() up to
  * handshake_ms (name lookup aside); srdma_listen() and srdma_client_new()
  * while they load files and open the device; srdma_listener_free() until
- * its setup threads end (they are cut short: a moment).
+ * its setup threads end (they are cut short: a moment) and its QP pool's
+ * thread has finished the set it is making.
  *
  * A minimal server (examples/echo-server.c is a complete one):
  *
@@ -451,7 +452,8 @@ SRDMA_API int srdma_listener_ib_port(const struct srdma_listener *l);
 /*
  * Stop listening and free the listener: setups in progress are cut short
  * (a finished one not yet handed over is closed with SRDMA_ERROR_SHUTDOWN),
- * refusals in flight are ended, and its threads are joined. Connections
+ * refusals in flight are ended, prepared QPs (srdma_server_opts.prepared)
+ * are destroyed, and its threads are joined. Connections
  * already handed over stay valid: the device and TLS context they use are
  * released when the last of them is closed. Call it from the thread that
  * calls srdma_listener_get_event(), not during such a call.
