@@ -273,10 +273,11 @@ struct srdma_setup_times {
 				 * ClientHello before it dials: included) */
 	uint32_t params_us;	/* HELLO, PARAMS exchange */
 	uint32_t qp_create_us;	/* PD, CQs, MRs, QP to INIT, receives, PSN;
-				 * the client makes its QP while it waits for
-				 * the server's TLS flight, so this overlaps
-				 * tls_us there; a server taking a prepared QP
-				 * spends only the PSN here */
+				 * the client makes its QP after sending its
+				 * ClientHello, so the server's answer is on
+				 * its way meanwhile (not counted in tls_us);
+				 * a server taking a prepared QP spends only
+				 * the PSN here */
 	uint32_t qp_connect_us;	/* INIT -> RTR -> RTS and ibv_query_qp check */
 	uint32_t binding_us;	/* the binding exchange over RDMA */
 	uint32_t total_us;	/* start to finish (the parts may overlap) */
@@ -346,8 +347,9 @@ SRDMA_API int srdma_psn_generate(uint32_t *psn);
  *     SOMAXCONN) until a setup ends or one falls silent long enough. So a
  *     flood of connections that never speak holds each setup for
  *     silent_ms at most, and a storm of real clients is slowed, never cut
- *     off: they are served in arrival order. (A peer that speaks and then
- *     stalls holds its setup up to handshake_ms; see docs/SECURITY.md.)
+ *     off: they are served in arrival order. (A peer that sends one byte and
+ *     then stalls holds its setup up to handshake_ms; many of them delay
+ *     new clients by far more: see docs/SECURITY.md.)
  *   - At most max_clients connections are handed over and not yet closed;
  *     one more is told "server full" (SRDMA_ERROR_SERVER_FULL) over TLS, the
  *     refusal lingered so that the message arrives, and closed.

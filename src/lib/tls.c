@@ -456,6 +456,7 @@ int srdma_tls_client_first_flight(SSL *ssl, struct srdma_err *err)
 	/* Nothing to read yet is "try again", not the end of the stream. */
 	BIO_set_mem_eof_return(in, -1);
 	SSL_set_bio(ssl, in, out);
+	ERR_clear_error();	/* SSL_get_error() reads the thread's queue */
 	r = SSL_connect(ssl);
 	if (r != 1 && SSL_get_error(ssl, r) == SSL_ERROR_WANT_READ && BIO_pending(out) > 0)
 		return 0;
@@ -538,6 +539,7 @@ int srdma_tls_handshake(SSL *ssl, bool server, int64_t deadline,
 		int r, e, rc;
 
 		srdma_sigpipe_block(&g);
+		ERR_clear_error();	/* a stale error would read as this one's */
 		r = server ? SSL_accept(ssl) : SSL_connect(ssl);
 		srdma_sigpipe_unblock(&g);
 
