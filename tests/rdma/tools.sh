@@ -214,7 +214,7 @@ bench-smoke)
 
 	"$bin/srdma-bench" lat >/dev/null 2>&1 && fail "bench without --cert/--key did not fail"
 	"$bin/srdma-bench" connect >/dev/null 2>&1 && fail "bench connect without HOST did not fail"
-	"$bin/srdma-bench" --help | grep -q 'ib_send_lat' || fail "bench --help"
+	grep -q <<<"$("$bin/srdma-bench" --help)" 'ib_send_lat' || fail "bench --help"
 	;;
 qp-error)
 	# A client whose QP goes to the error state (an RDMA WRITE with a
@@ -630,9 +630,11 @@ usage)
 	[ "$rc" = 1 ] && grep -q 'load CRL failed: .*ca.pem' "$tmp/o" || fail "a CRL file without a CRL: exit $rc: $(cat "$tmp/o")"
 	"$bin/srdma-client" --ca x --peer-timeout 100 localhost >"$tmp/o" 2>&1; rc=$?
 	[ "$rc" = 2 ] && grep -q -- "--peer-timeout: 100 ms is too short" "$tmp/o" || fail "peer timeout 100: exit $rc: $(cat "$tmp/o")"
-	"$bin/srdma-server" --help | grep -q -- '--max-clients N' || fail "server --help"
-	"$bin/srdma-client" --help | grep -q 'auto \[N\]' || fail "client --help"
-	"$bin/srdma-client" --help | grep -q -- '--reconnect\[=SECONDS\]' || fail "client --help: no --reconnect"
+	# The whole text, not a pipe: a grep -q that exits at its match can
+	# SIGPIPE a help longer than one stdio buffer, which pipefail reports.
+	grep -q <<<"$("$bin/srdma-server" --help)" -- '--max-clients N' || fail "server --help"
+	grep -q <<<"$("$bin/srdma-client" --help)" 'auto \[N\]' || fail "client --help"
+	grep -q <<<"$("$bin/srdma-client" --help)" -- '--reconnect\[=SECONDS\]' || fail "client --help: no --reconnect"
 	# One letter, one meaning across the three programs (as their --help
 	# lists them). -s is bytes per message in all three (srdma-bench calls
 	# it --size: the message; the others --buf-size: the slot that holds one).
