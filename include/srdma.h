@@ -206,6 +206,13 @@ struct srdma_server_opts {
 	int silent_ms;		/* 0: SRDMA_DEFAULT_SILENT_MS; a setup whose
 				 * client has sent no byte at all for this
 				 * long may be evicted to make room */
+	int stall_ms;		/* 0: off; a setup that has waited this long
+				 * on a client that spoke (a TLS read, a
+				 * control message, the binding) may be
+				 * evicted to make room. Off by default: a
+				 * client starved of CPU can stall for seconds
+				 * (docs/SECURITY.md); with clients on other
+				 * hosts 1000-3000 fits */
 	int prepared;		/* 0: SRDMA_DEFAULT_PREPARED; -1: none; up to
 				 * 1024 QPs with their buffers (PD, CQs, MRs,
 				 * receives posted: each pins 2 * SRDMA_SLOTS + 1
@@ -339,17 +346,19 @@ SRDMA_API int srdma_psn_generate(uint32_t *psn);
  *     and verified, peer binding) on a thread of the library's, never the
  *     caller's, within handshake_ms. Library threads block every signal.
  *   - At most max_handshakes setups run at once. When they all run, room
- *     for one more is made only by evicting a silent one: the setup whose
- *     client has not sent a single byte (the kernel's count, TCP_INFO) for
- *     silent_ms, the longest silent first. A setup whose client has spoken
- *     is never evicted (it ends within handshake_ms); when none can go,
- *     new connections wait in the kernel's accept queue (backlog
- *     SOMAXCONN) until a setup ends or one falls silent long enough. So a
- *     flood of connections that never speak holds each setup for
- *     silent_ms at most, and a storm of real clients is slowed, never cut
- *     off: they are served in arrival order. (A peer that sends one byte and
- *     then stalls holds its setup up to handshake_ms; many of them delay
- *     new clients by far more: see docs/SECURITY.md.)
+ *     for one more is made only by evicting a setup that is not making
+ *     progress: first one whose client has not sent a single byte (the
+ *     kernel's count, TCP_INFO) for silent_ms, the longest silent first;
+ *     then one whose thread has been blocked on a client that spoke (a TLS
+ *     read, a control message, the binding) for stall_ms, the longest
+ *     first (only when stall_ms is set). A setup that is working, or
+ *     whose client is waiting on the server, is never evicted; when none
+ *     can go, new connections wait in the kernel's accept queue (backlog
+ *     SOMAXCONN) until a setup ends or one stops long enough. So a flood
+ *     of connections that never speak holds each setup for silent_ms (and
+ *     one that speaks and stops for stall_ms, or handshake_ms when it is
+ *     off), and a storm of real clients is slowed, never cut off: they are
+ *     served in arrival order (see docs/SECURITY.md).
  *   - At most max_clients connections are handed over and not yet closed;
  *     one more is told "server full" (SRDMA_ERROR_SERVER_FULL) over TLS, the
  *     refusal lingered so that the message arrives, and closed.

@@ -36,6 +36,9 @@ struct srdma_pending {
 	enum pending_state state;	/* PEND_DONE set by the thread, under lock */
 	bool evicted;
 	bool spoke;			/* the client has sent a byte */
+	bool stalled;			/* evicted as stalled, not silent */
+	int64_t wait_since;		/* atomic: the thread blocks on its
+					 * peer since (srdma_now_us), or 0 */
 	unsigned int id;
 	int fd;				/* the thread's; closed by it */
 	int hold_fd;			/* dup(fd), ours: shutdown() evicts safely
@@ -74,7 +77,9 @@ static void *setup_thread(void *arg)
 	struct srdma_pending *p = arg;
 	struct srdma_listener *l = p->l;
 
+	srdma_peer_wait = &p->wait_since;
 	p->rc = srdma_server_handshake(l, p->fd, &p->conn, &p->err);
+	srdma_peer_wait = NULL;
 	pthread_mutex_lock(&l->lock);
 	p->state = PEND_DONE;
 	pthread_mutex_unlock(&l->lock);
@@ -105,6 +110,7 @@ int srdma_acceptor_init(struct srdma_listener *l, const struct srdma_server_opts
 	l->max_clients = o->max_clients ? o->max_clients : SRDMA_DEFAULT_MAX_CLIENTS;
 	l->max_handshakes = o->max_handshakes ? o->max_handshakes : SRDMA_DEFAULT_MAX_HANDSHAKES;
 	l->silent_ms = o->silent_ms ? o->silent_ms : SRDMA_DEFAULT_SILENT_MS;
+	l->stall_ms = o->stall_ms;	/* 0: stalled setups are not evicted */
 	if (l->max_handshakes > 100000 || l->max_clients > 10000000) {
 		srdma_set_err(err, -EINVAL, "options", "max_handshakes %u or max_clients %u too large",
 			      l->max_handshakes, l->max_clients);
@@ -113,6 +119,11 @@ int srdma_acceptor_init(struct srdma_listener *l, const struct srdma_server_opts
 	if (o->prepared < -1 || o->prepared > 1024) {
 		srdma_set_err(err, -EINVAL, "options", "prepared %d out of range (-1..1024)",
 			      o->prepared);
+		return -EINVAL;
+	}
+	if (l->stall_ms < 0 || l->stall_ms > 3600000) {
+		srdma_set_err(err, -EINVAL, "options", "stall_ms %d out of range (1..3600000)",
+			      o->stall_ms);
 		return -EINVAL;
 	}
 	if (l->silent_ms < 0 || l->silent_ms > 3600000) {
@@ -327,9 +338,36 @@ static int64_t silent_for(struct srdma_pending *p, int64_t now_us)
 }
 
 /*
- * Room for one more setup? 0: yes (a silent setup may have been evicted to
- * make it); > 0: not for that many ms, when a silent setup may go; -1: not
- * until a setup ends (every one running has a client that spoke).
+ * Whether p may be evicted to make room (*left <= 0), or will be in *left
+ * ms; false when it is making progress. Two kinds may go: a setup whose client never sent
+ * a byte, once silent for silent_ms (rank 2: these go first); and one
+ * whose thread has been blocked on its client for stall_ms, a peer that
+ * spoke and then stopped (rank 1). *age is how long, to pick the longest.
+ */
+static bool evict_candidate(struct srdma_listener *l, struct srdma_pending *p, int64_t now,
+			    int *rank, int64_t *age, int64_t *left)
+{
+	int64_t silent = silent_for(p, now), since;
+
+	if (silent >= 0) {
+		*rank = 2;
+		*age = silent;
+		*left = l->silent_ms - silent;
+		return true;
+	}
+	since = __atomic_load_n(&p->wait_since, __ATOMIC_RELAXED);
+	if (!since || !l->stall_ms)
+		return false;	/* working, or its client waits on us */
+	*rank = 1;
+	*age = (now - since) / 1000;
+	*left = l->stall_ms - *age;
+	return true;
+}
+
+/*
+ * Room for one more setup? 0: yes (a silent or stalled setup may have been
+ * evicted to make it); > 0: not yet: look again in that many ms; -1: not
+ * until a setup ends.
  */
 static int64_t make_room(struct srdma_listener *l)
 {
@@ -337,6 +375,7 @@ static int64_t make_room(struct srdma_listener *l)
 	int64_t now = srdma_now_us(), soonest = -1, longest = 0;
 	struct pollfd waiting = { .fd = l->fd, .events = POLLIN };
 	unsigned int live = 0;
+	int best = 0;
 
 	pthread_mutex_lock(&l->lock);
 	for (unsigned int i = 0; i < l->pend_len; i++)
@@ -349,34 +388,38 @@ static int64_t make_room(struct srdma_listener *l)
 	}
 	for (unsigned int i = 0; i < l->pend_len; i++) {
 		struct srdma_pending *p = &l->pend[i];
-		int64_t left, silent;
+		int64_t left, age;
+		int rank;
 
-		if (p->state != PEND_RUNNING || p->evicted)
+		if (p->state != PEND_RUNNING || p->evicted ||
+		    !evict_candidate(l, p, now, &rank, &age, &left))
 			continue;
-		silent = silent_for(p, now);
-		if (silent < 0)
+		if (left > 0) {
+			if (soonest < 0 || left < soonest)
+				soonest = left;
 			continue;
-		left = l->silent_ms - silent;
-		if (left <= 0) {
-			/* Ties (the kernel counts in jiffies): the first accepted. */
-			if (!victim || silent > longest ||
-			    (silent == longest && p->started_us < victim->started_us)) {
-				victim = p;
-				longest = silent;
-			}
-		} else if (soonest < 0 || left < soonest) {
-			soonest = left;
+		}
+		/* Silent before stalled; then the longest; ties (the kernel
+		 * counts in jiffies): the first accepted. */
+		if (!victim || rank > best || (rank == best && (age > longest ||
+		    (age == longest && p->started_us < victim->started_us)))) {
+			victim = p;
+			best = rank;
+			longest = age;
 		}
 	}
 	if (victim) {
 		victim->evicted = true;
+		victim->stalled = best == 1;
 		shutdown(victim->hold_fd, SHUT_RDWR);
 		l->stats.evicted++;
 	}
 	pthread_mutex_unlock(&l->lock);
 	if (victim)
 		return 0;
-	return soonest < 0 ? -1 : soonest + 1;
+	/* Every setup is making progress: look again when one could have
+	 * stalled for long enough (a finished setup ends the wait sooner). */
+	return soonest >= 0 ? soonest + 1 : l->stall_ms ? l->stall_ms : -1;
 }
 
 static struct srdma_pending *free_pending(struct srdma_listener *l)
@@ -514,8 +557,9 @@ static struct srdma_event *reap_one(struct srdma_listener *l)
 			snprintf(why, sizeof(why), "%s", ev->err.msg);
 			ev->err.code = -ECANCELED;
 			snprintf(ev->err.msg, sizeof(ev->err.msg),
-				 "evicted, silent for %d ms (%u setups in progress, "
-				 "max_handshakes): %.160s", l->silent_ms, l->max_handshakes, why);
+				 "evicted, %s for %d ms (%u setups in progress, "
+				 "max_handshakes): %.150s", p->stalled ? "stalled" : "silent",
+				 p->stalled ? l->stall_ms : l->silent_ms, l->max_handshakes, why);
 		}
 		l->stats.failed++;
 		return ev;

@@ -50,6 +50,23 @@ int srdma_check_rdma_opts(const struct srdma_rdma_opts *o, struct srdma_err *err
 int64_t srdma_now_ms(void);
 /* Monotonic microseconds, and microseconds since t0 (saturated). */
 int64_t srdma_now_us(void);
+/*
+ * A setup thread's report of progress (acceptor.c): while it blocks on its
+ * peer (a TLS read or write, a control message, the binding over RDMA) the
+ * time it began, else 0, in the word this thread-local points at; NULL on
+ * every other thread. The acceptor evicts a setup stalled on its peer.
+ */
+extern __thread int64_t *srdma_peer_wait;
+static inline void srdma_peer_wait_begin(void)
+{
+	if (srdma_peer_wait)
+		__atomic_store_n(srdma_peer_wait, srdma_now_us(), __ATOMIC_RELAXED);
+}
+static inline void srdma_peer_wait_end(void)
+{
+	if (srdma_peer_wait)
+		__atomic_store_n(srdma_peer_wait, 0, __ATOMIC_RELAXED);
+}
 uint32_t srdma_us_since(int64_t t0);
 /* Milliseconds left until deadline (>= 0); deadline < 0 means none: -1. */
 int srdma_ms_left(int64_t deadline);
@@ -284,7 +301,7 @@ struct srdma_listener {
 					 * max_handshakes run and none can be
 					 * evicted yet (timerfd, evfd end it) */
 	unsigned int max_clients, max_handshakes;
-	int silent_ms;
+	int silent_ms, stall_ms;
 	unsigned int clients;		/* atomic: handed over, not closed */
 	unsigned int next_id;
 	pthread_mutex_t lock;		/* pending states set by threads */

@@ -509,9 +509,11 @@ static int wait_io(SSL *ssl, int ssl_err, int64_t deadline)
 	};
 	int n;
 
+	srdma_peer_wait_begin();
 	do {
 		n = poll(&p, 1, srdma_ms_left(deadline));
 	} while (n < 0 && errno == EINTR);
+	srdma_peer_wait_end();
 	if (n < 0)
 		return -errno;
 	if (n == 0)

@@ -36,6 +36,8 @@ int64_t srdma_now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+__thread int64_t *srdma_peer_wait;
+
 int64_t srdma_now_us(void)
 {
 	struct timespec ts;

@@ -566,7 +566,9 @@ int srdma_conn_wait_cq(struct srdma_conn *c, struct ibv_cq *cq, int64_t deadline
 		}
 		if (n == 1)
 			return 1;
+		srdma_peer_wait_begin();
 		n = poll(p, 2, srdma_ms_left(deadline));
+		srdma_peer_wait_end();
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {

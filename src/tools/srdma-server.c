@@ -142,11 +142,15 @@ static void usage(FILE *f)
 "  -H, --max-handshakes N connections in their handshake at once, 1..10000\n"
 "                         (default 64); these take no client slot. When all\n"
 "                         run, one whose client has sent nothing for\n"
-"                         --silent-ms is evicted to make room; a client that\n"
-"                         has spoken is never evicted, and new connections\n"
-"                         wait in the kernel's queue, served in order\n"
+"                         --silent-ms (or spoke and stopped, --stall-ms),\n"
+"                         is evicted to make room; a setup making progress\n"
+"                         never is, and new connections wait in the\n"
+"                         kernel's queue, served in order\n"
 "      --silent-ms MS     a connection silent this long since it was\n"
 "                         accepted may be evicted, 1..600000 (default 1000)\n"
+"      --stall-ms MS      a connection whose client spoke and then stopped,\n"
+"                         its setup waiting on it this long, may be evicted,\n"
+"                         0..600000 (default 0: never; see SECURITY.md)\n"
 "      --prepared N       QPs with their buffers made ahead of need by a\n"
 "                         background thread, so that setups do not wait for\n"
 "                         them, 0..1024 (default 4; 0: none)\n"
@@ -593,6 +597,7 @@ static int parse_args(int argc, char **argv, struct srdma_server_opts *o)
 		{ "max-handshakes", required_argument, NULL, 'H' },
 		{ "silent-ms", required_argument, NULL, 1000 },
 		{ "prepared", required_argument, NULL, 1001 },
+		{ "stall-ms", required_argument, NULL, 1002 },
 		{ "dev", required_argument, NULL, 'd' },
 		{ "ib-port", required_argument, NULL, 'i' },
 		{ "gid-index", required_argument, NULL, 'g' },
@@ -635,6 +640,11 @@ static int parse_args(int argc, char **argv, struct srdma_server_opts *o)
 			if (!parse_ulong(prog, "--prepared", optarg, 0, 1024, &v))
 				return 2;
 			o->prepared = v ? (int)v : -1;
+			break;
+		case 1002:
+			if (!parse_ulong(prog, "--stall-ms", optarg, 0, 600000, &v))
+				return 2;
+			o->stall_ms = (int)v;
 			break;
 		case 'R': o->no_resumption = 1; break;
 		case 'V': printf("srdma-server %s\n", srdma_version()); exit(0);

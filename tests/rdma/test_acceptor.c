@@ -305,6 +305,64 @@ static void a_storm_evicts_the_silent_not_the_slow(void **state)
 	srdma_listener_free(l);
 }
 
+/*
+ * Connections that send one byte and then nothing (a slow-loris) are not
+ * silent, but their setups stall on them: past stall_ms one is evicted for
+ * a newcomer, and a real client gets in behind four of them with two
+ * setups. The control, run once: with stalled setups never evicted (the
+ * first 0.3 policy), the client waits for handshake_ms (60 s) and this
+ * test fails at its 30 s wait.
+ */
+static void a_byte_then_nothing_is_evicted(void **state)
+{
+	struct srdma_server_opts so;
+	struct srdma_listener *l;
+	const struct srdma_event *ev;
+	unsigned int stalled = 0;
+	bool connected = false;
+	int fds[4];
+	struct dial d;
+	long long end;
+
+	(void)state;
+	pair_server_opts(&so, SRDMA_PSN_EXCHANGE);
+	so.max_handshakes = 2;
+	so.handshake_ms = 60000;
+	so.stall_ms = 300;
+	l = pair_listen_opts(&so);
+	for (int i = 0; i < 4; i++) {
+		fds[i] = silent_socket(srdma_listener_port(l));
+		assert_int_equal(write(fds[i], "\x16", 1), 1);	/* a TLS record begins */
+	}
+	dial_start(&d, l);
+	end = now_ms() + 30000;
+	while (!connected && now_ms() < end) {
+		ev = next_event(l, 1000);
+		if (!ev)
+			continue;
+		if (ev->type == SRDMA_EVENT_CONNECTED) {
+			assert_int_equal(ev->id, 5);
+			connected = true;
+			srdma_conn_close(ev->conn, 0, NULL);
+			continue;
+		}
+		assert_int_equal(ev->type, SRDMA_EVENT_FAILED);
+		assert_int_equal(ev->err.code, -ECANCELED);
+		assert_non_null(strstr(ev->err.msg, "stalled"));
+		assert_true(ev->id <= 4);
+		stalled++;
+	}
+	print_message("%u stalled setups evicted before the client got in\n", stalled);
+	assert_true(connected);
+	assert_true(stalled >= 1);
+	dial_join(&d);
+	assert_int_equal(d.rc, 0);
+	srdma_conn_close(d.c, 0, NULL);
+	for (int i = 0; i < 4; i++)
+		close(fds[i]);
+	srdma_listener_free(l);
+}
+
 /* Setups take QPs prepared ahead by the listener's thread (and work with
  * them: echo over the QP); with prepared -1 none is made (the control, so
  * that the count cannot come from anywhere else). */
@@ -496,6 +554,7 @@ int main(void)
 		cmocka_unit_test(client_cap_says_server_full),
 		cmocka_unit_test(silent_setups_are_capped_and_evicted),
 		cmocka_unit_test(a_storm_evicts_the_silent_not_the_slow),
+		cmocka_unit_test(a_byte_then_nothing_is_evicted),
 		cmocka_unit_test(setups_take_prepared_qps),
 		cmocka_unit_test(setup_deadline_holds),
 		cmocka_unit_test(signals_are_the_callers),
