@@ -339,10 +339,11 @@ static int64_t silent_for(struct srdma_pending *p, int64_t now_us)
 
 /*
  * Whether p may be evicted to make room (*left <= 0), or will be in *left
- * ms; false when it is making progress. Two kinds may go: a setup whose client never sent
- * a byte, once silent for silent_ms (rank 2: these go first); and one
- * whose thread has been blocked on its client for stall_ms, a peer that
- * spoke and then stopped (rank 1). *age is how long, to pick the longest.
+ * ms; false when it is making progress. Two kinds may go: a setup whose
+ * client never sent a byte, once silent for silent_ms (rank 2: these go
+ * first); and, with stall_ms set, one whose thread has been blocked on its
+ * client that long, a peer that spoke and then stopped (rank 1). *age is
+ * how long, to pick the longest.
  */
 static bool evict_candidate(struct srdma_listener *l, struct srdma_pending *p, int64_t now,
 			    int *rank, int64_t *age, int64_t *left)

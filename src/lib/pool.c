@@ -12,7 +12,7 @@
  */
 #include <errno.h>
 #include <stdlib.h>
-#include <string.h>
+#include <string.h>	/* strerror */
 #include <time.h>
 
 #include "srdma_internal.h"
@@ -21,8 +21,9 @@
  * before trying again; setups make their own meanwhile. */
 #define POOL_RETRY_MS 1000
 
-/* Move one connection's verbs resources from src to dst (which has none). */
-static void move_verbs(struct srdma_conn *dst, struct srdma_conn *src)
+/* Hand one prepared set's verbs resources to dst (which has none); the
+ * set's holder is freed right after, without srdma_verbs_destroy(). */
+static void move_verbs(struct srdma_conn *dst, const struct srdma_conn *src)
 {
 	dst->pd = src->pd;
 	dst->channel = src->channel;
@@ -37,14 +38,6 @@ static void move_verbs(struct srdma_conn *dst, struct srdma_conn *src)
 	dst->window_mr = src->window_mr;
 	dst->window_iova = src->window_iova;
 	dst->shape.max_inline = src->shape.max_inline;
-	src->pd = NULL;
-	src->channel = NULL;
-	src->send_cq = src->recv_cq = NULL;
-	src->qp = NULL;
-	memset(&src->send_buf, 0, sizeof(src->send_buf));
-	memset(&src->recv_buf, 0, sizeof(src->recv_buf));
-	memset(&src->window, 0, sizeof(src->window));
-	src->send_mr = src->recv_mr = src->window_mr = NULL;
 }
 
 /* One prepared set, made as a setup would make it. */
