@@ -109,6 +109,11 @@ extern "C" {
 #define SRDMA_MAX_SEND_DEPTH 4096
 /* Largest inline request (srdma_rdma_opts.max_inline). */
 #define SRDMA_MAX_INLINE 4096
+/* Shared receive pool sizes (srdma_server_opts.srq_slots). */
+#define SRDMA_SRQ_MIN 16
+#define SRDMA_SRQ_MAX 65536
+/* Send queue entries of a shared-mode connection when send_depth is 0. */
+#define SRDMA_SHARED_SEND_DEPTH 7
 
 /* The codes an ERROR message carries (docs/PROTOCOL.md): what a peer that
  * refuses or ends a connection says why with (struct srdma_err's peer_code),
@@ -218,6 +223,17 @@ struct srdma_server_opts {
 				 * receives posted: each pins 2 * SRDMA_SLOTS + 1
 				 * slots) made ahead of need by a library thread,
 				 * so that a setup does not wait for them */
+	/* Added in 0.4. */
+	unsigned int srq_slots;	/* 0: every connection has its own receive
+				 * and send slots (the default). N
+				 * (SRDMA_SRQ_MIN..SRDMA_SRQ_MAX): shared mode,
+				 * for many mostly idle clients: one receive
+				 * pool of N slots (a shared receive queue)
+				 * for all connections, one completion fd for
+				 * all of them (srdma_listener_poll_wc()), no
+				 * send slots of their own; each client's
+				 * write window stays its own (a memory window
+				 * bound to its QP). See "Shared mode" below */
 };
 
 struct srdma_client_opts {
@@ -470,6 +486,61 @@ SRDMA_API int srdma_listener_ib_port(const struct srdma_listener *l);
  * calls srdma_listener_get_event(), not during such a call.
  */
 SRDMA_API void srdma_listener_free(struct srdma_listener *l);
+
+/*
+ * Shared mode (srdma_server_opts.srq_slots = N): memory that does not grow
+ * with every idle client.
+ *  - One receive pool of N slots of buf_size bytes serves every connection
+ *    of the listener (a shared receive queue): srdma_conn_recv_buf() is the
+ *    pool, the same for all; a receive's wr_id is its pool slot
+ *    (0..N-1), at buf->addr + wr_id * srdma_conn_buf_size(c). A slot is
+ *    the connection's that received into it until srdma_conn_post_recv(c,
+ *    slot) gives it back (or the connection is closed: its slots go back
+ *    then); a slot it does not hold is refused (-EINVAL). Receive slots
+ *    have local access only; the bytes past byte_len are a previous
+ *    message's, perhaps another client's: read byte_len bytes only.
+ *  - A connection has no send slots (srdma_conn_send_buf()->len is 0):
+ *    reply from the receive slot the request came in (until that send
+ *    completes, keep the slot), or from memory you register on
+ *    srdma_conn_qp(c)->pd, which is the listener's and shared by every
+ *    connection: register it with local access only. Its send queue holds
+ *    send_depth entries (0: SRDMA_SHARED_SEND_DEPTH).
+ *  - Completions of every connection come through one fd,
+ *    srdma_listener_wc_fd(), and srdma_listener_poll_wc(), each with its
+ *    connection; srdma_conn_channel() is NULL and srdma_conn_poll_wc() and
+ *    srdma_conn_next_wc() return -EOPNOTSUPP.
+ *  - The write window is the connection's own, as in the default mode:
+ *    its memory is registered without remote access and exposed through a
+ *    type 2 memory window bound to the connection's QP, so no other
+ *    client's QP can write it even though all share one PD; the window's
+ *    rkey dies with the connection. Its address is the window's virtual
+ *    address (memory windows are not zero-based on every device).
+ *  - A receive pool is shared: one client that sends faster than the
+ *    program answers holds slots every client needs. Bound what a client
+ *    may hold (srdma-server closes one that holds more than SRDMA_SLOTS)
+ *    and size N for the clients you serve (docs/SECURITY.md).
+ */
+struct srdma_wc {
+	struct srdma_conn *conn;	/* the connection it belongs to */
+	struct ibv_wc wc;
+};
+/* The shared completion fd (readable, level-triggered, when
+ * srdma_listener_poll_wc() has work), or -1 when the listener is not in
+ * shared mode. Only watch it. */
+SRDMA_API int srdma_listener_wc_fd(const struct srdma_listener *l);
+/*
+ * Up to max completions of connections handed over (never of one still in
+ * setup, or closed), each with its connection: the shared-mode
+ * counterpart of srdma_conn_poll_wc(), with the same contract (never
+ * blocks; fewer than max: everything was taken and the fd will wake for
+ * the next; exactly max: call again). -EOPNOTSUPP when not in shared mode.
+ * A completion of a connection closed meanwhile is never returned.
+ */
+SRDMA_API int srdma_listener_poll_wc(struct srdma_listener *l, struct srdma_wc *wc,
+				     int max);
+/* A pointer of the caller's, kept with a connection (NULL at first). */
+SRDMA_API void srdma_conn_set_context(struct srdma_conn *c, void *ctx);
+SRDMA_API void *srdma_conn_context(const struct srdma_conn *c);
 
 /* --- client side --- */
 

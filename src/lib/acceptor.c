@@ -577,6 +577,8 @@ static struct srdma_event *reap_one(struct srdma_listener *l)
 	ev = new_event(l, SRDMA_EVENT_CONNECTED, p->id, p->peer_addr);
 	ev->conn = p->conn;
 	p->conn->counted = true;
+	if (p->conn->shape.sh)
+		srdma_shared_handover(p->conn);
 	__atomic_add_fetch(&l->clients, 1, __ATOMIC_ACQ_REL);
 	l->stats.connected++;
 	return ev;

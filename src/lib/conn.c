@@ -238,13 +238,17 @@ static int connect_to_peer(struct srdma_conn *c, int64_t deadline,
  * to the program). */
 static int send_binding(struct srdma_conn *c, int64_t deadline, struct srdma_err *err)
 {
-	struct ibv_sge sge = { .addr = (uintptr_t)c->send_buf.addr, .length = SRDMA_BINDING_LEN,
-			       .lkey = c->send_buf.lkey };
+	/* Shared mode (the server, which has no send slots): from the pool
+	 * slot the client's binding message came in, still held. */
+	const struct srdma_buf *b = c->shape.sh ? &c->recv_buf : &c->send_buf;
+	uint8_t *msg = (uint8_t *)b->addr +
+		       (c->shape.sh ? (size_t)c->bind_slot * c->shape.buf_size : 0);
+	struct ibv_sge sge = { .addr = (uintptr_t)msg, .length = SRDMA_BINDING_LEN,
+			       .lkey = b->lkey };
 	struct ibv_send_wr wr = { .wr_id = 0, .sg_list = &sge, .num_sge = 1,
 				  .opcode = IBV_WR_SEND, .send_flags = IBV_SEND_SIGNALED }, *bad;
 	struct ibv_wc wc;
-	int rc = srdma_binding_make(c->ssl, c->server, &c->local, &c->remote,
-				    c->send_buf.addr, err);
+	int rc = srdma_binding_make(c->ssl, c->server, &c->local, &c->remote, msg, err);
 
 	if (rc)
 		return rc;
@@ -266,7 +270,13 @@ static int send_binding(struct srdma_conn *c, int64_t deadline, struct srdma_err
 		srdma_set_err(err, -EIO, "peer binding", "send: %s", ibv_wc_status_str(wc.status));
 		return -EIO;
 	}
-	return 0;
+	rc = 0;
+	if (c->shape.sh) {
+		rc = srdma_conn_post_recv(c, c->bind_slot);
+		if (rc)
+			srdma_set_err(err, rc, "peer binding", "repost receive: %s", strerror(-rc));
+	}
+	return rc;
 }
 
 /* The peer's first RDMA message must be its binding message. */
@@ -278,7 +288,8 @@ static int receive_binding(struct srdma_conn *c, int64_t deadline, struct srdma_
 
 	if (rc < 0)
 		return rc;
-	if (wc.status != IBV_WC_SUCCESS || wc.opcode != IBV_WC_RECV || wc.wr_id >= SRDMA_SLOTS) {
+	if (wc.status != IBV_WC_SUCCESS || wc.opcode != IBV_WC_RECV ||
+	    wc.wr_id >= (c->shape.sh ? c->shape.sh->slots : SRDMA_SLOTS)) {
 		srdma_set_err(err, -EPROTO, "peer binding", "first RDMA message: %s",
 			      wc.status != IBV_WC_SUCCESS ? ibv_wc_status_str(wc.status) :
 			      "not a SEND");
@@ -287,6 +298,12 @@ static int receive_binding(struct srdma_conn *c, int64_t deadline, struct srdma_
 	rc = srdma_binding_check(c->ssl, c->server, &c->local, &c->remote,
 				 (const uint8_t *)c->recv_buf.addr + wc.wr_id * c->shape.buf_size,
 				 wc.byte_len, err);
+	if (c->shape.sh) {
+		/* Held (and given back at close on failure): the server's
+		 * own binding message goes out of it. */
+		c->bind_slot = (unsigned int)wc.wr_id;
+		return rc;
+	}
 	if (rc)
 		return rc;
 	rc = srdma_conn_post_recv(c, (unsigned int)wc.wr_id);
@@ -377,6 +394,16 @@ static int setup_server(struct srdma_conn *c, int64_t deadline, struct srdma_err
 		rc = make_qp(c, deadline, err);
 	if (!rc)
 		rc = connect_to_peer(c, deadline, err);
+	if (!rc && c->shape.sh) {
+		/* Shared mode: the window's rkey is the memory window's,
+		 * bound to this QP now that it is in RTS. */
+		int64_t t0 = srdma_now_us();
+
+		rc = srdma_verbs_bind_window(c, deadline, err);
+		c->info.times.qp_connect_us += srdma_us_since(t0);
+		if (rc)
+			rc = rdma_failed(c, rc, deadline);
+	}
 	if (!rc)
 		rc = send_params(c, deadline, err);
 	if (!rc)
@@ -759,6 +786,16 @@ const struct srdma_conn_info *srdma_conn_info(const struct srdma_conn *c)
 struct ibv_qp *srdma_conn_qp(const struct srdma_conn *c)
 {
 	return c->qp;
+}
+
+void srdma_conn_set_context(struct srdma_conn *c, void *ctx)
+{
+	c->user = ctx;
+}
+
+void *srdma_conn_context(const struct srdma_conn *c)
+{
+	return c->user;
 }
 
 struct ibv_comp_channel *srdma_conn_channel(const struct srdma_conn *c)

@@ -97,6 +97,34 @@ static int bound_port(struct srdma_listener *l, struct srdma_err *err)
 	return 0;
 }
 
+/* Shared mode: the pool, its SRQ and CQ, and what the connections share. */
+static int make_shared(struct srdma_listener *l, const struct srdma_server_opts *o,
+		       struct srdma_err *err)
+{
+	unsigned int max_conns;
+	int rc;
+
+	if (o->srq_slots < SRDMA_SRQ_MIN || o->srq_slots > SRDMA_SRQ_MAX) {
+		srdma_set_err(err, -EINVAL, "options", "srq_slots %u is outside %u..%u",
+			      o->srq_slots, SRDMA_SRQ_MIN, SRDMA_SRQ_MAX);
+		return -EINVAL;
+	}
+	if ((size_t)o->srq_slots * l->shape.buf_size > ((size_t)1 << 34)) {
+		srdma_set_err(err, -EINVAL, "options",
+			      "a shared pool of %u slots of %zu bytes is more than 16 GiB",
+			      o->srq_slots, l->shape.buf_size);
+		return -EINVAL;
+	}
+	if (!o->rdma.send_depth)
+		l->shape.send_depth = SRDMA_SHARED_SEND_DEPTH;
+	max_conns = (o->max_clients ? o->max_clients : SRDMA_DEFAULT_MAX_CLIENTS) +
+		    (o->max_handshakes ? o->max_handshakes : SRDMA_DEFAULT_MAX_HANDSHAKES);
+	rc = srdma_shared_create(&l->shared, &l->dev, o->srq_slots, l->shape.buf_size,
+				 max_conns, err);
+	l->shape.sh = l->shared;
+	return rc;
+}
+
 int srdma_listen(const struct srdma_server_opts *opts, struct srdma_listener **out,
 		 struct srdma_err *err)
 {
@@ -138,6 +166,8 @@ int srdma_listen(const struct srdma_server_opts *opts, struct srdma_listener **o
 	if (rc)
 		goto fail;
 	rc = srdma_dev_open(&l->dev, &o->rdma, err);
+	if (!rc && o->srq_slots)
+		rc = make_shared(l, o, err);
 	if (rc)
 		goto fail;
 	rc = open_socket(l, o->bind_addr, err);
@@ -181,6 +211,7 @@ void srdma_listener_unref(struct srdma_listener *l)
 {
 	if (__atomic_sub_fetch(&l->refs, 1, __ATOMIC_ACQ_REL))
 		return;
+	srdma_shared_destroy(l->shared);
 	srdma_dev_close(&l->dev);
 	SSL_CTX_free(l->ctx);
 	pthread_mutex_destroy(&l->lock);

@@ -172,6 +172,7 @@ struct srdma_qp_shape {
 	unsigned int send_depth;	/* send queue entries */
 	uint32_t max_inline;		/* inline bytes asked of the QP */
 	enum srdma_psn_mode psn_mode;
+	struct srdma_shared *sh;	/* shared mode (server): the listener's */
 };
 void srdma_qp_shape_from_opts(struct srdma_qp_shape *s, const struct srdma_rdma_opts *o);
 
@@ -197,6 +198,17 @@ struct srdma_conn {
 
 	struct srdma_params local, remote;
 	struct srdma_conn_info info;
+
+	/* Shared mode (shape.sh set; shared.c): the window's memory window;
+	 * receives taken from the pool and not yet given to the program (a
+	 * FIFO of slots linked through sh->next; SRDMA_NO_SLOT: none); handed
+	 * over to the program; on sh's ready list (completions to give). */
+	struct ibv_mw *mw;
+	unsigned int bind_slot;		/* the client's binding message's */
+	uint32_t q_head, q_tail;
+	bool handed, in_ready, send_dirty;
+	struct srdma_conn *ready_next;
+	void *user;			/* srdma_conn_set_context() */
 
 	/* Partial control message read by srdma_conn_poll_ctrl(). */
 	uint8_t ctrl_buf[SRDMA_WIRE_MAX_MSG];
@@ -235,6 +247,62 @@ void srdma_verbs_destroy(struct srdma_conn *c);
 int srdma_conn_wait_cq(struct srdma_conn *c, struct ibv_cq *cq, int64_t deadline,
 		       const char *step, const char *late, struct ibv_wc *wc,
 		       struct srdma_err *err);
+
+/* --- shared mode (shared.c) --- */
+
+#define SRDMA_NO_SLOT UINT32_MAX
+/*
+ * What the connections of a shared-mode listener share: one PD, one
+ * receive pool behind an SRQ, one receive CQ (N entries: it holds at most
+ * one completion per slot, so it can never overflow, whatever a client
+ * sends), and one completion channel for it and every connection's own
+ * send CQ. Receive completions are routed to their connection by QP
+ * number under lock; a connection in setup takes its own (the peer's
+ * binding message), the program takes the rest through
+ * srdma_listener_poll_wc(). Freed with the listener's last reference.
+ */
+struct srdma_shared {
+	pthread_mutex_t lock;		/* everything below that changes */
+	struct ibv_pd *pd;
+	struct ibv_srq *srq;
+	struct ibv_comp_channel *channel;
+	struct ibv_cq *rcq;
+	struct ibv_mr *pool_mr;
+	struct srdma_buf pool;		/* slots * buf_size bytes */
+	unsigned int slots;
+	size_t buf_size;
+	struct srdma_conn **owner;	/* per slot: NULL while posted */
+	uint32_t *next;			/* per slot: its connection's FIFO */
+	struct ibv_wc *wcs;		/* per slot: its completion, queued */
+	struct srdma_conn **map;	/* QP number -> connection (open */
+	uint32_t *map_qpn;		/* addressing; map_cap a power of 2) */
+	unsigned int map_cap, map_len;
+	int epfd, evfd;			/* what the program watches */
+	struct srdma_conn *ready_head, *ready_tail;
+	bool rcq_dirty;
+};
+
+int srdma_shared_create(struct srdma_shared **out, struct srdma_dev *d, unsigned int slots,
+			size_t buf_size, unsigned int max_conns, struct srdma_err *err);
+void srdma_shared_destroy(struct srdma_shared *sh);
+/* Route c's QP's receives to c (before RTR). */
+int srdma_shared_attach(struct srdma_conn *c, struct srdma_err *err);
+/* The program's now: arm its send CQ, give what it already received. */
+void srdma_shared_handover(struct srdma_conn *c);
+/* Under the lock: the MW, QP and send CQ destroyed, c's slots back in the
+ * pool, c forgotten. */
+void srdma_shared_detach(struct srdma_conn *c);
+/* During setup: c's next receive (1, *wc filled) or 0 when none yet. */
+int srdma_shared_take_recv(struct srdma_conn *c, struct ibv_wc *wc);
+int srdma_shared_post_recv(struct srdma_conn *c, unsigned int slot);
+/* Server, shared mode, QP in RTS: bind c's memory window to its QP and put
+ * its rkey and address into c->local. */
+int srdma_verbs_bind_window(struct srdma_conn *c, int64_t deadline, struct srdma_err *err);
+/* Tests only (never set by the library): 1 exposes a shared-mode window
+ * through its MR's own rkey with remote write (no memory window), the
+ * design the memory window replaces. Hidden from the shared library's
+ * exports. */
+extern int srdma_window_fault;
 
 /* --- peer binding (binding.c): the message, made and checked --- */
 
@@ -309,6 +377,7 @@ struct srdma_listener {
 	unsigned int pend_len;		/* room: evicted setups take a while */
 	struct srdma_reject *rejects;	/* SRDMA_MAX_REJECTS */
 	struct srdma_event ev;		/* the one get_event last returned */
+	struct srdma_shared *shared;	/* shared mode, else NULL */
 	struct srdma_listener_stats stats;
 	struct srdma_pool pool;
 };

@@ -203,6 +203,9 @@ static void dereg_buf(struct srdma_buf *b, struct ibv_mr **mr)
 
 int srdma_conn_post_recv(struct srdma_conn *c, unsigned int slot)
 {
+	if (c->shape.sh)
+		return srdma_shared_post_recv(c, slot);
+	{
 	struct ibv_sge sge = {
 		.addr = (uintptr_t)c->recv_buf.addr + (uint64_t)slot * c->shape.buf_size,
 		.length = (uint32_t)c->shape.buf_size,
@@ -218,6 +221,7 @@ int srdma_conn_post_recv(struct srdma_conn *c, unsigned int slot)
 	if (slot >= SRDMA_SLOTS)
 		return -EINVAL;
 	return -ibv_post_recv(c->qp, &wr, &bad);
+	}
 }
 
 static int qp_to_init(struct srdma_conn *c, struct srdma_err *err)
@@ -235,6 +239,54 @@ static int qp_to_init(struct srdma_conn *c, struct srdma_err *err)
 	return rc ? verr(err, rc, "modify QP to INIT") : 0;
 }
 
+int srdma_window_fault;	/* tests only: see srdma_internal.h */
+
+/*
+ * Shared mode (the server's): the listener's PD and receive pool; a send
+ * CQ of the connection's own on the shared channel (armed at handover); a
+ * window registered without remote access, for a type 2 memory window
+ * bound to this QP once it is in RTS (srdma_verbs_bind_window()).
+ */
+static int create_shared(struct srdma_conn *c, struct srdma_err *err)
+{
+	struct srdma_shared *sh = c->shape.sh;
+	struct ibv_qp_init_attr qa;
+	int rc, access = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_MW_BIND;
+
+	errno = 0;
+	c->pd = sh->pd;
+	c->recv_cq = sh->rcq;
+	c->recv_buf = sh->pool;
+	c->q_head = c->q_tail = SRDMA_NO_SLOT;
+	c->send_cq = ibv_create_cq(c->dev->ctx, (int)c->shape.send_depth, NULL, sh->channel, 0);
+	if (!c->send_cq)
+		return verr(err, -1, "create send CQ");
+	if (srdma_window_fault == 1)	/* tests: the design the MW replaces */
+		access = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE;
+	rc = reg_buf(c, &c->window, &c->window_mr, &c->window_iova, c->shape.buf_size,
+		     access, "register write window", err);
+	if (rc)
+		return rc;
+	if (srdma_window_fault != 1) {
+		c->mw = ibv_alloc_mw(c->pd, IBV_MW_TYPE_2);
+		if (!c->mw)
+			return verr(err, -1, "allocate memory window");
+	}
+	memset(&qa, 0, sizeof(qa));
+	qa.send_cq = c->send_cq;
+	qa.recv_cq = sh->rcq;
+	qa.srq = sh->srq;
+	qa.qp_type = IBV_QPT_RC;
+	qa.cap.max_send_wr = c->shape.send_depth;
+	qa.cap.max_send_sge = 1;
+	qa.cap.max_inline_data = c->shape.max_inline;
+	c->qp = ibv_create_qp(c->pd, &qa);
+	if (!c->qp)
+		return verr(err, -1, "create QP");
+	c->shape.max_inline = qa.cap.max_inline_data;
+	return qp_to_init(c, err);
+}
+
 int srdma_verbs_create(struct srdma_conn *c, bool with_window,
 		       struct srdma_err *err)
 {
@@ -242,6 +294,9 @@ int srdma_verbs_create(struct srdma_conn *c, bool with_window,
 	struct ibv_qp_init_attr qa;
 	uint64_t iova;
 	int rc, fl;
+
+	if (c->shape.sh)
+		return create_shared(c, err);
 
 	c->pd = ibv_alloc_pd(c->dev->ctx);
 	if (!c->pd)
@@ -333,6 +388,7 @@ int srdma_verbs_local_params(struct srdma_conn *c, struct srdma_err *err)
 	memcpy(p->gid, c->dev->gid.raw, sizeof(p->gid));
 	p->mtu = (uint8_t)c->dev->port_attr.active_mtu;
 	if (c->window.len) {
+		/* Shared mode: srdma_verbs_bind_window() replaces both. */
 		p->addr = c->window_iova;	/* 0 when registered zero-based */
 		p->rkey = c->window.rkey;
 		p->len = (uint32_t)c->window.len;
@@ -413,7 +469,10 @@ int srdma_verbs_connect(struct srdma_conn *c, struct srdma_err *err)
 
 	if ((enum ibv_mtu)c->remote.mtu < mtu)
 		mtu = (enum ibv_mtu)c->remote.mtu;
-	rc = qp_to_rtr(c, mtu, err);
+	/* Shared mode: receives are routed to c before any can arrive. */
+	rc = c->shape.sh ? srdma_shared_attach(c, err) : 0;
+	if (!rc)
+		rc = qp_to_rtr(c, mtu, err);
 	if (!rc)
 		rc = qp_to_rts(c, err);
 	if (!rc)
@@ -426,6 +485,16 @@ int srdma_verbs_connect(struct srdma_conn *c, struct srdma_err *err)
 
 void srdma_verbs_destroy(struct srdma_conn *c)
 {
+	if (c->shape.sh) {
+		/* The MW, QP and send CQ go under the pool's lock; the PD,
+		 * receive CQ and pool are the listener's. */
+		srdma_shared_detach(c);
+		dereg_buf(&c->window, &c->window_mr);
+		c->pd = NULL;
+		c->recv_cq = NULL;
+		memset(&c->recv_buf, 0, sizeof(c->recv_buf));
+		return;
+	}
 	/* Reverse order of creation. */
 	if (c->qp)
 		ibv_destroy_qp(c->qp);
@@ -473,6 +542,8 @@ int srdma_conn_poll_wc(struct srdma_conn *c, struct ibv_wc *wc, int max)
 {
 	int n, m;
 
+	if (c->shape.sh)
+		return -EOPNOTSUPP;
 	if (max <= 0)
 		return -EINVAL;
 	if (take_events(c))
@@ -491,6 +562,8 @@ int srdma_conn_next_wc(struct srdma_conn *c, int timeout_ms, struct ibv_wc *wc)
 {
 	int64_t deadline = timeout_ms < 0 ? -1 : srdma_now_ms() + timeout_ms;
 
+	if (c->shape.sh)
+		return -EOPNOTSUPP;
 	for (;;) {
 		struct pollfd p[2] = { { .fd = c->channel->fd, .events = POLLIN },
 				       { .fd = c->fd, .events = POLLIN } };
@@ -540,10 +613,96 @@ static int setup_peer_ended(int how, const struct srdma_err *peer, const char *s
 	}
 }
 
+/*
+ * Shared mode: the channel belongs to the program's loop, so a setup looks
+ * at its CQ (its own send CQ, or its share of the receive CQ) itself,
+ * sleeping on the control socket between looks: 1 ms, doubling to 32 ms.
+ * A binding message or a send completes within a round trip or two, so a
+ * setup rarely sleeps more than a few times.
+ */
+static int wait_shared(struct srdma_conn *c, struct ibv_cq *cq, int64_t deadline,
+		       const char *step, const char *late, struct ibv_wc *wc,
+		       struct srdma_err *err)
+{
+	int nap = 1;
+
+	for (;;) {
+		struct pollfd p = { .fd = c->fd, .events = POLLIN };
+		int n = cq == c->recv_cq ? srdma_shared_take_recv(c, wc) : ibv_poll_cq(cq, 1, wc);
+		int left;
+
+		if (n < 0) {
+			srdma_set_err(err, -EIO, step, "poll CQ");
+			return -EIO;
+		}
+		if (n == 1)
+			return 1;
+		left = srdma_ms_left(deadline);
+		if (left == 0) {
+			srdma_set_err(err, -ETIMEDOUT, step, "%s", late);
+			return -ETIMEDOUT;
+		}
+		srdma_peer_wait_begin();
+		n = poll(&p, 1, left >= 0 && left < nap ? left : nap);
+		srdma_peer_wait_end();
+		if (n < 0 && errno != EINTR) {
+			srdma_set_err(err, -errno, step, "poll: %s", strerror(errno));
+			return -errno;
+		}
+		if (nap < 32)
+			nap *= 2;
+		if (n > 0 && p.revents) {
+			struct srdma_err peer;
+			int how = srdma_conn_poll_ctrl(c, &peer);
+
+			if (how)
+				return setup_peer_ended(how, &peer, step, err);
+		}
+	}
+}
+
+int srdma_verbs_bind_window(struct srdma_conn *c, int64_t deadline, struct srdma_err *err)
+{
+	struct ibv_send_wr wr = { .wr_id = 0, .opcode = IBV_WR_BIND_MW,
+				  .send_flags = IBV_SEND_SIGNALED }, *bad;
+	struct ibv_wc wc;
+	int rc;
+
+	if (!c->mw)	/* tests: srdma_window_fault, the MR's own rkey */
+		return 0;
+	wr.bind_mw.mw = c->mw;
+	wr.bind_mw.rkey = ibv_inc_rkey(c->mw->rkey);
+	wr.bind_mw.bind_info.mr = c->window_mr;
+	wr.bind_mw.bind_info.addr = (uintptr_t)c->window.addr;
+	wr.bind_mw.bind_info.length = c->window.len;
+	wr.bind_mw.bind_info.mw_access_flags = IBV_ACCESS_REMOTE_WRITE;
+	rc = ibv_post_send(c->qp, &wr, &bad);
+	if (rc) {
+		srdma_set_err(err, -rc, "bind memory window", "post: %s", strerror(rc));
+		return -rc;
+	}
+	rc = wait_shared(c, c->send_cq, deadline, "bind memory window",
+			 "the memory window's bind did not complete in time", &wc, err);
+	if (rc < 0)
+		return rc;
+	if (wc.status != IBV_WC_SUCCESS) {
+		srdma_set_err(err, -EIO, "bind memory window", "%s", ibv_wc_status_str(wc.status));
+		return -EIO;
+	}
+	c->mw->rkey = wr.bind_mw.rkey;
+	c->local.rkey = wr.bind_mw.rkey;
+	c->window.rkey = wr.bind_mw.rkey;	/* what srdma_conn_window() says */
+	c->local.addr = (uintptr_t)c->window.addr;
+	c->local.len = (uint32_t)c->window.len;
+	return 0;
+}
+
 int srdma_conn_wait_cq(struct srdma_conn *c, struct ibv_cq *cq, int64_t deadline,
 		       const char *step, const char *late, struct ibv_wc *wc,
 		       struct srdma_err *err)
 {
+	if (c->shape.sh)
+		return wait_shared(c, cq, deadline, step, late, wc, err);
 	for (;;) {
 		struct pollfd p[2] = { { .fd = c->channel->fd, .events = POLLIN },
 				       { .fd = c->fd, .events = POLLIN } };

@@ -37,7 +37,7 @@ struct slot {
 	bool queued;			/* in the ready ring (kept across reuse) */
 	unsigned int id;		/* connection number, for the log */
 	struct srdma_conn *conn;
-	bool send_busy[SRDMA_SLOTS];
+	unsigned int held;		/* receive slots held for a reply */
 	unsigned long echoes, writes;
 	unsigned long long bytes;
 };
@@ -64,12 +64,17 @@ struct server {
 	unsigned int *ready;
 	unsigned int ready_head, ready_len;
 	int tick_ms;			/* liveness timers looked at this often */
+	/* Shared mode (--srq): one completion fd for every client; more
+	 * completions may wait after a full batch; a client may hold this
+	 * many receive slots (its send queue's depth) for replies. */
+	bool shared, wc_more;
+	unsigned int hold_max;
 	double next_tick;
 	struct ratelimit rl_accept, rl_refused, rl_evicted, rl_failed;
 };
 
 /* epoll data: pointer-sized tags (kind in the low bits of a slot index). */
-enum { EV_LISTEN = 1, EV_SIGNAL, EV_CTRL, EV_CQ };
+enum { EV_LISTEN = 1, EV_SIGNAL, EV_CTRL, EV_CQ, EV_WC };
 #define EV_TAG(kind, idx) (((uint64_t)(idx) << 8) | (kind))
 
 static void logf_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -128,7 +133,8 @@ static void usage(FILE *f)
 "TLS (1.2 minimum, 1.3 preferred), both exchange random 24-bit PSNs and queue\n"
 "pair parameters only over TLS, then each side brings its own RC QP up with\n"
 "raw verbs and checks it with ibv_query_qp. Every client gets its own PD,\n"
-"CQs, QP and memory. The server echoes each SEND back and accepts RDMA WRITEs\n"
+"CQs, QP and memory (with --srq, its own QP, send CQ and write window beside\n"
+"one shared receive pool). The server echoes each SEND back and accepts RDMA WRITEs\n"
 "into the client's window, acknowledging each with a SHA-256 of what landed.\n"
 "\n"
 "Options:\n"
@@ -154,6 +160,14 @@ static void usage(FILE *f)
 "      --prepared N       QPs with their buffers made ahead of need by a\n"
 "                         background thread, so that setups do not wait for\n"
 "                         them, 0..1024 (default 4; 0: none)\n"
+"      --srq N            shared mode, for many mostly idle clients: one\n"
+"                         receive pool of N slots (a shared receive queue,\n"
+"                         16..65536) for every client instead of 16 receive\n"
+"                         and 16 send slots each; replies go out of the\n"
+"                         receive slot; each client's write window stays its\n"
+"                         own (a memory window bound to its QP). A client\n"
+"                         with more than 7 messages unanswered is closed\n"
+"                         (default: off)\n"
 "  -d, --dev NAME         RDMA device (default: the first)\n"
 "  -i, --ib-port N        device port (default 1)\n"
 "  -g, --gid-index N      GID index (default: a RoCE v2 GID with an IPv4\n"
@@ -200,7 +214,8 @@ static void close_slot(struct server *s, struct slot *sl, uint16_t code,
 	struct ibv_comp_channel *ch = srdma_conn_channel(sl->conn);
 
 	epoll_ctl(s->epfd, EPOLL_CTL_DEL, ctrl, NULL);
-	epoll_ctl(s->epfd, EPOLL_CTL_DEL, ch->fd, NULL);
+	if (ch)
+		epoll_ctl(s->epfd, EPOLL_CTL_DEL, ch->fd, NULL);
 	srdma_conn_close(sl->conn, code, reason);
 	sl->conn = NULL;
 	sl->state = SLOT_FREE;
@@ -282,8 +297,9 @@ static void activate(struct server *s, struct slot *sl, unsigned int idx)
 
 	sl->state = SLOT_ACTIVE;
 	s->active++;
+	srdma_conn_set_context(sl->conn, sl);
 	if (!watch(s, srdma_conn_ctrl_fd(sl->conn), EV_TAG(EV_CTRL, idx)) ||
-	    !watch(s, ch->fd, EV_TAG(EV_CQ, idx))) {
+	    (ch && !watch(s, ch->fd, EV_TAG(EV_CQ, idx)))) {
 		close_slot(s, sl, SRDMA_ERROR_INTERNAL, "internal error");
 		return;
 	}
@@ -340,8 +356,9 @@ static void on_connected(struct server *s, const struct srdma_event *ev)
 	sl->id = ev->id;
 	sl->conn = ev->conn;
 	activate(s, sl, idx);
-	/* A SEND may have landed before we watched the channel. */
-	if (sl->state == SLOT_ACTIVE)
+	/* A SEND may have landed before we watched the channel. (In shared
+	 * mode the listener's completion fd wakes for it.) */
+	if (sl->state == SLOT_ACTIVE && !s->shared)
 		enqueue(s, idx);
 }
 
@@ -382,10 +399,13 @@ static void on_listener(struct server *s)
 
 /* --- traffic --- */
 
+/* The reply to what arrived in receive slot slot: from the send slot of
+ * that number, or in shared mode (no send slots) from the receive slot. */
 static int post_send(struct srdma_conn *c, unsigned int slot, uint32_t len,
 		     uint32_t imm)
 {
-	const struct srdma_buf *b = srdma_conn_send_buf(c);
+	const struct srdma_buf *b = srdma_conn_send_buf(c)->len ? srdma_conn_send_buf(c)
+								 : srdma_conn_recv_buf(c);
 	struct ibv_sge sge = {
 		.addr = (uintptr_t)b->addr + (uint64_t)slot * srdma_conn_buf_size(c),
 		.length = len,
@@ -409,8 +429,10 @@ static int on_recv(struct slot *sl, const struct ibv_wc *wc)
 	struct srdma_conn *c = sl->conn;
 	size_t bs = srdma_conn_buf_size(c);
 	unsigned int slot = (unsigned int)wc->wr_id;
-	unsigned char *out = (unsigned char *)srdma_conn_send_buf(c)->addr + slot * bs;
 	const unsigned char *in = (unsigned char *)srdma_conn_recv_buf(c)->addr + slot * bs;
+	unsigned char *out = srdma_conn_send_buf(c)->len
+			     ? (unsigned char *)srdma_conn_send_buf(c)->addr + slot * bs
+			     : (unsigned char *)in;	/* shared mode: in place */
 
 	if (wc->opcode == IBV_WC_RECV_RDMA_WITH_IMM) {
 		const struct srdma_buf *w = srdma_conn_window(c);
@@ -435,13 +457,14 @@ static int on_recv(struct slot *sl, const struct ibv_wc *wc)
 			logf_("client %u: RDMA write of %u bytes: \"%s\"", sl->id, len,
 			      escape_text(shown, sizeof(shown), w->addr, len > 60 ? 60 : len));
 		}
-		sl->send_busy[slot] = true;
+		sl->held++;
 		return post_send(c, slot, APP_ACK_LEN, APP_IMM_WRITE_ACK) ? -1 : 0;
 	}
-	memcpy(out, in, wc->byte_len);
+	if (out != in)
+		memcpy(out, in, wc->byte_len);
 	sl->echoes++;
 	sl->bytes += wc->byte_len;
-	sl->send_busy[slot] = true;
+	sl->held++;
 	/* The receive slot goes back up when its echo has been sent. */
 	return post_send(c, slot, wc->byte_len, APP_IMM_ECHO) ? -1 : 0;
 }
@@ -477,7 +500,7 @@ static bool on_cq(struct server *s, struct slot *sl)
 				return false;
 			}
 		} else {
-			sl->send_busy[wc[k].wr_id] = false;
+			sl->held--;
 			if (srdma_conn_post_recv(sl->conn, (unsigned int)wc[k].wr_id)) {
 				close_slot(s, sl, SRDMA_ERROR_INTERNAL, "cannot post a receive");
 				return false;
@@ -485,6 +508,73 @@ static bool on_cq(struct server *s, struct slot *sl)
 		}
 	}
 	return n == CQ_BATCH;
+}
+
+/* Shared mode: one client's completion. false: the client was closed. */
+static bool on_shared_wc(struct server *s, struct slot *sl, const struct ibv_wc *wc)
+{
+	char why[128];
+
+	if (wc->status != IBV_WC_SUCCESS) {
+		snprintf(why, sizeof(why), "QP error: %s", ibv_wc_status_str(wc->status));
+		close_slot(s, sl, SRDMA_ERROR_QP, why);
+		return false;
+	}
+	if (!(wc->opcode & IBV_WC_RECV)) {
+		sl->held--;
+		if (srdma_conn_post_recv(sl->conn, (unsigned int)wc->wr_id)) {
+			close_slot(s, sl, SRDMA_ERROR_INTERNAL, "cannot post a receive");
+			return false;
+		}
+		return true;
+	}
+	/* The pool is every client's: one that sends more than its send
+	 * queue can answer before reading the answers would hold slots the
+	 * others need. */
+	if (sl->held >= s->hold_max) {
+		snprintf(why, sizeof(why),
+			 "more than %u messages unanswered (the receive pool is shared)",
+			 s->hold_max);
+		close_slot(s, sl, SRDMA_ERROR_BAD_MESSAGE, why);
+		return false;
+	}
+	if (on_recv(sl, wc)) {
+		close_slot(s, sl, SRDMA_ERROR_BAD_MESSAGE, "bad RDMA message");
+		return false;
+	}
+	return true;
+}
+
+/* Shared mode: a few batches of every client's completions, then the
+ * loop's other work; wc_more says whether more may wait. */
+static void serve_shared(struct server *s)
+{
+	struct srdma_wc wc[CQ_BATCH * 4];
+	int n = 0;
+
+	for (int batch = 0; batch < 4; batch++) {
+		n = srdma_listener_poll_wc(s->l, wc, CQ_BATCH * 4);
+		if (n < 0) {
+			logf_("completion poll failed: %s", strerror(-n));
+			break;
+		}
+		for (int k = 0; k < n; k++) {
+			struct srdma_conn *c = wc[k].conn;
+			struct slot *sl = c ? srdma_conn_context(c) : NULL;
+
+			if (!sl || sl->state != SLOT_ACTIVE || sl->conn != c)
+				continue;
+			if (!on_shared_wc(s, sl, &wc[k].wc))
+				/* Closed: its later completions in this batch
+				 * name a freed connection. */
+				for (int j = k + 1; j < n; j++)
+					if (wc[j].conn == c)
+						wc[j].conn = NULL;
+		}
+		if (n < CQ_BATCH * 4)
+			break;
+	}
+	s->wc_more = n == CQ_BATCH * 4;
 }
 
 /* One turn for each client that was waiting when the turn began. */
@@ -558,7 +648,7 @@ static int loop_timeout(const struct server *s)
 {
 	double left;
 
-	if (s->ready_len)
+	if (s->ready_len || s->wc_more)
 		return 0;
 	left = (s->next_tick - now_us()) / 1000;
 	return left <= 0 ? 0 : (int)left + 1;
@@ -598,6 +688,7 @@ static int parse_args(int argc, char **argv, struct srdma_server_opts *o)
 		{ "silent-ms", required_argument, NULL, 1000 },
 		{ "prepared", required_argument, NULL, 1001 },
 		{ "stall-ms", required_argument, NULL, 1002 },
+		{ "srq", required_argument, NULL, 1003 },
 		{ "dev", required_argument, NULL, 'd' },
 		{ "ib-port", required_argument, NULL, 'i' },
 		{ "gid-index", required_argument, NULL, 'g' },
@@ -645,6 +736,11 @@ static int parse_args(int argc, char **argv, struct srdma_server_opts *o)
 			if (!parse_ulong(prog, "--stall-ms", optarg, 0, 600000, &v))
 				return 2;
 			o->stall_ms = (int)v;
+			break;
+		case 1003:
+			if (!parse_ulong(prog, "--srq", optarg, SRDMA_SRQ_MIN, SRDMA_SRQ_MAX, &v))
+				return 2;
+			o->srq_slots = (unsigned int)v;
 			break;
 		case 'R': o->no_resumption = 1; break;
 		case 'V': printf("srdma-server %s\n", srdma_version()); exit(0);
@@ -714,16 +810,20 @@ int main(int argc, char **argv)
 	}
 	s.epfd = epoll_create1(EPOLL_CLOEXEC);
 	s.sigfd = signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
+	s.shared = o.srq_slots > 0;
+	s.hold_max = o.rdma.send_depth ? o.rdma.send_depth : SRDMA_SHARED_SEND_DEPTH;
 	if (s.epfd < 0 || s.sigfd < 0 || !watch(&s, srdma_listener_fd(s.l), EV_LISTEN) ||
-	    !watch(&s, s.sigfd, EV_SIGNAL)) {
+	    !watch(&s, s.sigfd, EV_SIGNAL) ||
+	    (s.shared && !watch(&s, srdma_listener_wc_fd(s.l), EV_WC))) {
 		fprintf(stderr, "%s: event setup failed: %s\n", prog, strerror(errno));
 		goto out;
 	}
 	read_counters(s.l, counters_at_start);
-	logf_("srdma-server %s listening on %s port %u, up to %u clients%s",
+	logf_("srdma-server %s listening on %s port %u, up to %u clients%s%s",
 	      srdma_version(), o.bind_addr ? o.bind_addr : "all addresses",
 	      srdma_listener_port(s.l), s.max_clients,
-	      o.client_ca ? ", client certificates required" : "");
+	      o.client_ca ? ", client certificates required" : "",
+	      s.shared ? ", shared receive pool" : "");
 
 	/* Liveness timers are looked at six times per peer timeout (at most
 	 * once a second): a dead client is gone within 7/6 of it. */
@@ -772,11 +872,16 @@ int main(int argc, char **argv)
 				if (s.slots[idx].state == SLOT_ACTIVE)
 					enqueue(&s, idx);
 				break;
+			case EV_WC:
+				s.wc_more = true;
+				break;
 			}
 		}
 		if (now_us() >= s.next_tick)
 			on_tick(&s);
 		serve_ready(&s);
+		if (s.wc_more)
+			serve_shared(&s);
 	}
 out:
 	if (s.l) {

@@ -314,17 +314,46 @@ deadline)
 	stop_server
 	cat "$tmp/server.log"
 	;;
-valgrind)
+shared)
+	# Shared mode: one receive pool for every client; echo, write (through
+	# the client's memory window), auto rounds, and two clients at once.
+	start_server --srq 64
+	out=$(printf 'send hello over rdma\nwrite bytes into the window\nauto 3\nstats\nquit\n' |
+		client localhost)
+	rc=$?
+	echo "$out"
+	[ "$rc" = 0 ] || fail "client exited $rc"
+	grep -q '^echo: hello over rdma (' <<<"$out" || fail "no echo"
+	grep -q '^write: 21 bytes, server confirmed (SHA-256 match' <<<"$out" || fail "no confirmed write"
+	grep -q '^auto: 3 rounds: 3/3 echoes ok, 3/3 writes ok' <<<"$out" || fail "auto rounds failed"
+	grep -q 'shared receive pool' "$tmp/server.log" || fail "server not in shared mode"
+	feeder other
+	client --json localhost <"$tmp/other.in" >"$tmp/other.out" 2>&1 {other_fd}>&- &
+	echo "send first" >&"$other_fd"
+	wait_for "$tmp/other.out" '"data":"first"' 60 || fail "the first client was not served"
+	out=$(printf 'send beside it\nwrite beside\nquit\n' | client localhost)
+	grep -q '^echo: beside it' <<<"$out" && grep -q '^write: 6 bytes, server confirmed' <<<"$out" ||
+		fail "a second client beside the first was not served: $out"
+	echo "send again" >&"$other_fd"
+	wait_for "$tmp/other.out" '"data":"again"' 60 || fail "the first client stopped being served"
+	echo quit >&"$other_fd"
+	stop_server
+	cat "$tmp/server.log"
+	;;
+valgrind|valgrind-shared)
 	# The server's connect/disconnect path under valgrind: no errors, no
 	# definite, indirect or possible leaks, after two sessions and a
 	# SIGTERM. (contrib/valgrind/libibverbs.supp names the one block
 	# libibverbs keeps for the process's life: its device list.)
+	# valgrind-shared: the same in shared mode (--srq).
 	command -v valgrind >/dev/null || fail "valgrind not installed (scripts/setup installs it)"
+	mode=()
+	[ "$1" = valgrind-shared ] && mode=(--srq 16)
 	valgrind --leak-check=full --errors-for-leak-kinds=definite,indirect,possible \
 		--suppressions="$(dirname "$0")/../../contrib/valgrind/libibverbs.supp" \
 		--show-leak-kinds=definite,indirect,possible --error-exitcode=3 --log-file="$tmp/vg.log" \
 		"$bin/srdma-server" --port "$port" --dev "$dev" --cert "$certs/server.pem" \
-		--key "$certs/server.key" --handshake-timeout 60000 >"$tmp/server.log" 2>&1 &
+		--key "$certs/server.key" --handshake-timeout 60000 "${mode[@]}" >"$tmp/server.log" 2>&1 &
 	srv_pid=$!
 	wait_listen "$port" 120 || fail "server under valgrind did not listen"
 	for i in 1 2; do
@@ -647,7 +676,7 @@ usage)
 	echo "usage errors reported"
 	;;
 *)
-	echo "usage: $0 echo-write|json|full|kill-client|sigterm|tls-refusals|mtls|psn-exporter|bench-smoke|qp-error|deadline|valgrind|escapes|fairness|liveness|server-killed|dead-host|crl|reconnect|usage" >&2
+	echo "usage: $0 echo-write|json|full|kill-client|sigterm|tls-refusals|mtls|psn-exporter|bench-smoke|qp-error|deadline|valgrind|valgrind-shared|shared|escapes|fairness|liveness|server-killed|dead-host|crl|reconnect|usage" >&2
 	exit 2
 	;;
 esac
