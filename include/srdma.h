@@ -516,10 +516,19 @@ SRDMA_API void srdma_listener_free(struct srdma_listener *l);
  *    rkey dies with the connection. Its address is the window's virtual
  *    address (memory windows are not zero-based on every device).
  *  - A receive pool is shared: one client that sends faster than the
- *    program answers holds slots every client needs. Bound what a client
- *    may hold (srdma-server closes one that holds more than SRDMA_SLOTS)
- *    and size N for the clients you serve (docs/SECURITY.md).
+ *    program answers holds slots every client needs. The library lets a
+ *    connection hold at most SRDMA_SLOTS slots (what its own receive
+ *    queue would hold), and a SEND with invalidate is never allowed (on
+ *    some devices it could unbind another client's window): the message
+ *    that breaks either rule is dropped, the connection's QP is failed,
+ *    and the program gets one completion for it with wr_id
+ *    SRDMA_WR_ID_OVERRUN and status IBV_WC_REM_INV_REQ_ERR: close it. A
+ *    client that stops reading your answers stalls them (RNR) while it
+ *    holds their slots: bound how long (srdma-server closes a client whose
+ *    answers have waited 5 s) and size N for the clients you serve
+ *    (docs/SECURITY.md).
  */
+#define SRDMA_WR_ID_OVERRUN UINT64_MAX
 struct srdma_wc {
 	struct srdma_conn *conn;	/* the connection it belongs to */
 	struct ibv_wc wc;
@@ -532,8 +541,12 @@ SRDMA_API int srdma_listener_wc_fd(const struct srdma_listener *l);
  * Up to max completions of connections handed over (never of one still in
  * setup, or closed), each with its connection: the shared-mode
  * counterpart of srdma_conn_poll_wc(), with the same contract (never
- * blocks; fewer than max: everything was taken and the fd will wake for
- * the next; exactly max: call again). -EOPNOTSUPP when not in shared mode.
+ * waits for a peer, only, briefly, for the pool's lock, which setups and
+ * closes hold for a drain of the receive CQ; fewer than max: everything
+ * was taken and the fd will wake for the next; exactly max: call again).
+ * -EOPNOTSUPP when not in shared mode. Connections may outlive their
+ * listener, but their completions come only through it: in shared mode,
+ * close them before srdma_listener_free().
  * A completion of a connection closed meanwhile is never returned.
  */
 SRDMA_API int srdma_listener_poll_wc(struct srdma_listener *l, struct srdma_wc *wc,

@@ -37,6 +37,8 @@ static int serr(struct srdma_err *err, const char *step)
 	return -e;
 }
 
+unsigned int srdma_shared_hold_max = SRDMA_SLOTS;	/* tests: see srdma_internal.h */
+
 static void wake(struct srdma_shared *sh)
 {
 	uint64_t one = 1;
@@ -132,6 +134,8 @@ static void map_del(struct srdma_shared *sh, uint32_t qpn, struct srdma_conn *c)
 
 /* --- the pool --- */
 
+/* Give slot back to the SRQ (lock held). A failed post (which verbs only
+ * does for a full or broken SRQ) leaves the slot out, counted. */
 static int post_slot(struct srdma_shared *sh, unsigned int slot)
 {
 	struct ibv_sge sge = {
@@ -141,8 +145,19 @@ static int post_slot(struct srdma_shared *sh, unsigned int slot)
 	};
 	struct ibv_recv_wr wr = { .wr_id = slot, .sg_list = &sge, .num_sge = 1 }, *bad;
 
+	struct srdma_conn *c = sh->owner[slot];
+	int rc;
+
+	if (c && c->sh_held)
+		c->sh_held--;
 	sh->owner[slot] = NULL;
-	return -ibv_post_srq_recv(sh->srq, &wr, &bad);
+	sh->state[slot] = SLOT_POSTED;
+	rc = -ibv_post_srq_recv(sh->srq, &wr, &bad);
+	if (rc) {
+		sh->state[slot] = SLOT_LOST;
+		sh->lost++;
+	}
+	return rc;
 }
 
 static void ready_add(struct srdma_shared *sh, struct srdma_conn *c)
@@ -193,10 +208,31 @@ static bool drain_rcq(struct srdma_shared *sh)
 			if (w[k].wr_id >= sh->slots)
 				continue;	/* not ours: cannot happen */
 			c = map_find(sh, w[k].qp_num);
-			if (!c) {
+			if (!c || c->overrun) {
 				post_slot(sh, slot);
 				continue;
 			}
+			/* A client that holds SRDMA_SLOTS slots (what its own
+			 * receive queue would have held), or that sends an
+			 * invalidate (on rxe one can unbind another QP's type 2
+			 * window by its rkey): its QP is failed, its message
+			 * dropped, and its connection told once. */
+			if (c->sh_held >= srdma_shared_hold_max ||
+			    (w[k].wc_flags & IBV_WC_WITH_INV)) {
+				struct ibv_qp_attr a = { .qp_state = IBV_QPS_ERR };
+
+				post_slot(sh, slot);
+				c->overrun = true;
+				if (c->qp)
+					ibv_modify_qp(c->qp, &a, IBV_QP_STATE);
+				if (c->handed) {
+					ready_add(sh, c);
+					app = true;
+				}
+				continue;
+			}
+			c->sh_held++;
+			sh->state[slot] = SLOT_QUEUED;
 			sh->owner[slot] = c;
 			sh->wcs[slot] = w[k];
 			sh->next[slot] = SRDMA_NO_SLOT;
@@ -230,6 +266,7 @@ static bool pop_queued(struct srdma_shared *sh, struct srdma_conn *c, struct ibv
 	if (slot == SRDMA_NO_SLOT)
 		return false;
 	*wc = sh->wcs[slot];
+	sh->state[slot] = SLOT_GIVEN;
 	c->q_head = sh->next[slot];
 	if (c->q_head == SRDMA_NO_SLOT)
 		c->q_tail = SRDMA_NO_SLOT;
@@ -257,11 +294,12 @@ int srdma_shared_create(struct srdma_shared **out, struct srdma_dev *d, unsigned
 	while (sh->map_cap < 2 * max_conns && sh->map_cap < (1u << 24))
 		sh->map_cap *= 2;
 	sh->owner = calloc(slots, sizeof(*sh->owner));
+	sh->state = calloc(slots, sizeof(*sh->state));
 	sh->next = calloc(slots, sizeof(*sh->next));
 	sh->wcs = calloc(slots, sizeof(*sh->wcs));
 	sh->map = calloc(sh->map_cap, sizeof(*sh->map));
 	sh->map_qpn = calloc(sh->map_cap, sizeof(*sh->map_qpn));
-	if (!sh->owner || !sh->next || !sh->wcs || !sh->map || !sh->map_qpn) {
+	if (!sh->owner || !sh->state || !sh->next || !sh->wcs || !sh->map || !sh->map_qpn) {
 		srdma_set_err(err, -ENOMEM, "shared receive pool", "out of memory");
 		rc = -ENOMEM;
 		goto fail;
@@ -346,6 +384,7 @@ void srdma_shared_destroy(struct srdma_shared *sh)
 	if (sh->pd)
 		ibv_dealloc_pd(sh->pd);
 	free(sh->owner);
+	free(sh->state);
 	free(sh->next);
 	free(sh->wcs);
 	free(sh->map);
@@ -362,6 +401,18 @@ int srdma_shared_attach(struct srdma_conn *c, struct srdma_err *err)
 	pthread_mutex_lock(&sh->lock);
 	c->q_head = c->q_tail = SRDMA_NO_SLOT;
 	rc = map_add(sh, c->qp->qp_num, c);
+	if (rc == -EEXIST) {
+		/* The device hands out a live QP's number once: the entry is
+		 * a destroyed QP's, whose connection is still closing. Its
+		 * completions are all in the CQ by now: route them to it,
+		 * then the number is ours. */
+		struct srdma_conn *old = map_find(sh, c->qp->qp_num);
+
+		if (drain_rcq(sh))
+			wake(sh);
+		map_del(sh, c->qp->qp_num, old);
+		rc = map_add(sh, c->qp->qp_num, c);
+	}
 	pthread_mutex_unlock(&sh->lock);
 	if (rc)
 		srdma_set_err(err, rc, "shared receive pool", "QP number %u: %s",
@@ -391,7 +442,7 @@ int srdma_shared_take_recv(struct srdma_conn *c, struct ibv_wc *wc)
 
 	pthread_mutex_lock(&sh->lock);
 	app = drain_arm_rcq(sh);
-	got = pop_queued(sh, c, wc);
+	got = c->overrun ? -EPROTO : pop_queued(sh, c, wc);
 	if (app)
 		wake(sh);
 	pthread_mutex_unlock(&sh->lock);
@@ -406,7 +457,8 @@ int srdma_shared_post_recv(struct srdma_conn *c, unsigned int slot)
 	if (slot >= sh->slots)
 		return -EINVAL;
 	pthread_mutex_lock(&sh->lock);
-	rc = sh->owner[slot] == c ? post_slot(sh, slot) : -EINVAL;
+	rc = sh->owner[slot] == c && sh->state[slot] == SLOT_GIVEN ? post_slot(sh, slot)
+								    : -EINVAL;
 	pthread_mutex_unlock(&sh->lock);
 	return rc;
 }
@@ -414,34 +466,42 @@ int srdma_shared_post_recv(struct srdma_conn *c, unsigned int slot)
 void srdma_shared_detach(struct srdma_conn *c)
 {
 	struct srdma_shared *sh = c->shape.sh;
+	uint32_t qpn = c->qp ? c->qp->qp_num : 0;
+	bool app;
 
+	/* Out of the program's sight first (a CQ event naming c is ignored
+	 * from here on); the slow verbs calls then run without the lock. */
 	pthread_mutex_lock(&sh->lock);
+	ready_del(sh, c);
+	if (c->send_cq)
+		c->send_cq->cq_context = NULL;
+	c->handed = false;
+	pthread_mutex_unlock(&sh->lock);
 	/* The window's rkey dies first, then the QP: after ibv_destroy_qp()
-	 * nothing more of it reaches the receive CQ, and what is there is
-	 * drained to it before its QP number is forgotten. */
+	 * nothing more of it reaches the receive CQ. (A CQ event read but
+	 * not yet acknowledged by srdma_listener_poll_wc() is acknowledged
+	 * under the lock, which ibv_destroy_cq() waits for.) */
 	if (c->mw)
 		ibv_dealloc_mw(c->mw);
 	c->mw = NULL;
-	if (c->qp) {
-		uint32_t qpn = c->qp->qp_num;
-		bool app;
-
+	if (c->qp)
 		ibv_destroy_qp(c->qp);
-		c->qp = NULL;
-		app = drain_arm_rcq(sh);
-		for (unsigned int i = 0; i < sh->slots; i++)
-			if (sh->owner[i] == c)
-				post_slot(sh, i);
-		map_del(sh, qpn, c);
-		if (app)
-			wake(sh);
-	}
-	ready_del(sh, c);
-	/* Under the lock: srdma_listener_poll_wc() must not take an event
-	 * naming this CQ (and c) once it is gone. */
 	if (c->send_cq)
 		ibv_destroy_cq(c->send_cq);
 	c->send_cq = NULL;
+	if (!c->qp)
+		return;
+	c->qp = NULL;
+	/* What c received is drained to it before its QP number is
+	 * forgotten, then every slot it held goes back. */
+	pthread_mutex_lock(&sh->lock);
+	app = drain_arm_rcq(sh);
+	for (unsigned int i = 0; i < sh->slots; i++)
+		if (sh->owner[i] == c)
+			post_slot(sh, i);
+	map_del(sh, qpn, c);
+	if (app)
+		wake(sh);
 	pthread_mutex_unlock(&sh->lock);
 }
 
@@ -486,6 +546,16 @@ int srdma_listener_poll_wc(struct srdma_listener *l, struct srdma_wc *out, int m
 		struct srdma_conn *c = sh->ready_head;
 		bool more = false;
 
+		if (c->overrun && !c->overrun_told && n < max) {
+			/* Once: the connection broke the pool's rules. */
+			memset(&out[n].wc, 0, sizeof(out[n].wc));
+			out[n].wc.wr_id = SRDMA_WR_ID_OVERRUN;
+			out[n].wc.status = IBV_WC_REM_INV_REQ_ERR;
+			out[n].wc.opcode = IBV_WC_RECV;
+			out[n].wc.qp_num = c->local.qpn;
+			out[n++].conn = c;
+			c->overrun_told = true;
+		}
 		while (n < max && pop_queued(sh, c, &out[n].wc))
 			out[n++].conn = c;
 		if (n == max) {

@@ -207,6 +207,8 @@ struct srdma_conn {
 	unsigned int bind_slot;		/* the client's binding message's */
 	uint32_t q_head, q_tail;
 	bool handed, in_ready, send_dirty;
+	unsigned int sh_held;		/* slots queued or given: owner == c */
+	bool overrun, overrun_told;	/* broke the pool's rules (shared.c) */
 	struct srdma_conn *ready_next;
 	void *user;			/* srdma_conn_set_context() */
 
@@ -251,6 +253,7 @@ int srdma_conn_wait_cq(struct srdma_conn *c, struct ibv_cq *cq, int64_t deadline
 /* --- shared mode (shared.c) --- */
 
 #define SRDMA_NO_SLOT UINT32_MAX
+enum srdma_slot_state { SLOT_POSTED = 0, SLOT_QUEUED, SLOT_GIVEN, SLOT_LOST };
 /*
  * What the connections of a shared-mode listener share: one PD, one
  * receive pool behind an SRQ, one receive CQ (N entries: it holds at most
@@ -272,6 +275,8 @@ struct srdma_shared {
 	unsigned int slots;
 	size_t buf_size;
 	struct srdma_conn **owner;	/* per slot: NULL while posted */
+	uint8_t *state;			/* per slot: enum srdma_slot_state */
+	unsigned long long lost;	/* slots a failed post left out */
 	uint32_t *next;			/* per slot: its connection's FIFO */
 	struct ibv_wc *wcs;		/* per slot: its completion, queued */
 	struct srdma_conn **map;	/* QP number -> connection (open */
@@ -303,6 +308,9 @@ int srdma_verbs_bind_window(struct srdma_conn *c, int64_t deadline, struct srdma
  * design the memory window replaces. Hidden from the shared library's
  * exports. */
 extern int srdma_window_fault;
+/* Slots one connection may hold (SRDMA_SLOTS); tests raise it to show
+ * what one client could do to the pool without the bound. Hidden too. */
+extern unsigned int srdma_shared_hold_max;
 
 /* --- peer binding (binding.c): the message, made and checked --- */
 

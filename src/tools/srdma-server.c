@@ -38,6 +38,12 @@ struct slot {
 	unsigned int id;		/* connection number, for the log */
 	struct srdma_conn *conn;
 	unsigned int held;		/* receive slots held for a reply */
+	/* Shared mode: replies posted and not complete (at most the send
+	 * queue's depth), and those waiting for room (a FIFO). */
+	unsigned int inflight, wait_head, wait_len;
+	struct { unsigned int slot; uint32_t len, imm; } waiting[SRDMA_SLOTS];
+	double answered_us;		/* shared mode: when the oldest held
+					 * answer began to wait (now_us()) */
 	unsigned long echoes, writes;
 	unsigned long long bytes;
 };
@@ -68,7 +74,6 @@ struct server {
 	 * completions may wait after a full batch; a client may hold this
 	 * many receive slots (its send queue's depth) for replies. */
 	bool shared, wc_more;
-	unsigned int hold_max;
 	double next_tick;
 	struct ratelimit rl_accept, rl_refused, rl_evicted, rl_failed;
 };
@@ -166,8 +171,8 @@ static void usage(FILE *f)
 "                         and 16 send slots each; replies go out of the\n"
 "                         receive slot; each client's write window stays its\n"
 "                         own (a memory window bound to its QP). A client\n"
-"                         with more than 7 messages unanswered is closed\n"
-"                         (default: off)\n"
+"                         with more than 16 messages unanswered, or whose\n"
+"                         answers wait 5 s untaken, is closed (default: off)\n"
 "  -d, --dev NAME         RDMA device (default: the first)\n"
 "  -i, --ib-port N        device port (default 1)\n"
 "  -g, --gid-index N      GID index (default: a RoCE v2 GID with an IPv4\n"
@@ -423,6 +428,29 @@ static int post_send(struct srdma_conn *c, unsigned int slot, uint32_t len,
 	return ibv_post_send(srdma_conn_qp(c), &wr, &bad);
 }
 
+static unsigned int hold_max;	/* shared mode: the send queue's depth */
+
+/* Send a reply; in shared mode one that finds the send queue full waits
+ * for room (the library bounds what a client holds: SRDMA_SLOTS). */
+static int reply(struct slot *sl, unsigned int slot, uint32_t len, uint32_t imm)
+{
+	if (!hold_max)
+		return post_send(sl->conn, slot, len, imm) ? -1 : 0;
+	if (sl->inflight >= hold_max) {
+		unsigned int i = (sl->wait_head + sl->wait_len) % SRDMA_SLOTS;
+
+		if (sl->wait_len == SRDMA_SLOTS)
+			return -1;
+		sl->waiting[i].slot = slot;
+		sl->waiting[i].len = len;
+		sl->waiting[i].imm = imm;
+		sl->wait_len++;
+		return 0;
+	}
+	sl->inflight++;
+	return post_send(sl->conn, slot, len, imm) ? -1 : 0;
+}
+
 /* A receive completed in slot: echo it, or acknowledge a write. */
 static int on_recv(struct slot *sl, const struct ibv_wc *wc)
 {
@@ -458,7 +486,7 @@ static int on_recv(struct slot *sl, const struct ibv_wc *wc)
 			      escape_text(shown, sizeof(shown), w->addr, len > 60 ? 60 : len));
 		}
 		sl->held++;
-		return post_send(c, slot, APP_ACK_LEN, APP_IMM_WRITE_ACK) ? -1 : 0;
+		return reply(sl, slot, APP_ACK_LEN, APP_IMM_WRITE_ACK);
 	}
 	if (out != in)
 		memcpy(out, in, wc->byte_len);
@@ -466,8 +494,11 @@ static int on_recv(struct slot *sl, const struct ibv_wc *wc)
 	sl->bytes += wc->byte_len;
 	sl->held++;
 	/* The receive slot goes back up when its echo has been sent. */
-	return post_send(c, slot, wc->byte_len, APP_IMM_ECHO) ? -1 : 0;
+	return reply(sl, slot, wc->byte_len, APP_IMM_ECHO);
 }
+
+/* Shared mode: how long a client may leave its answers untaken. */
+#define ANSWER_WAIT_MS 5000
 
 /* Completions served per client per turn of the loop. */
 #define CQ_BATCH 16
@@ -515,6 +546,12 @@ static bool on_shared_wc(struct server *s, struct slot *sl, const struct ibv_wc 
 {
 	char why[128];
 
+	if (wc->wr_id == SRDMA_WR_ID_OVERRUN) {
+		close_slot(s, sl, SRDMA_ERROR_BAD_MESSAGE,
+			   "more than 16 messages unanswered, or an invalidate "
+			   "(the receive pool is shared)");
+		return false;
+	}
 	if (wc->status != IBV_WC_SUCCESS) {
 		snprintf(why, sizeof(why), "QP error: %s", ibv_wc_status_str(wc->status));
 		close_slot(s, sl, SRDMA_ERROR_QP, why);
@@ -522,22 +559,28 @@ static bool on_shared_wc(struct server *s, struct slot *sl, const struct ibv_wc 
 	}
 	if (!(wc->opcode & IBV_WC_RECV)) {
 		sl->held--;
+		sl->inflight--;
+		sl->answered_us = now_us();
 		if (srdma_conn_post_recv(sl->conn, (unsigned int)wc->wr_id)) {
 			close_slot(s, sl, SRDMA_ERROR_INTERNAL, "cannot post a receive");
 			return false;
 		}
+		if (sl->wait_len) {	/* room for a waiting reply */
+			unsigned int i = sl->wait_head;
+
+			sl->wait_head = (sl->wait_head + 1) % SRDMA_SLOTS;
+			sl->wait_len--;
+			sl->inflight++;
+			if (post_send(sl->conn, sl->waiting[i].slot, sl->waiting[i].len,
+				      sl->waiting[i].imm)) {
+				close_slot(s, sl, SRDMA_ERROR_INTERNAL, "cannot post a send");
+				return false;
+			}
+		}
 		return true;
 	}
-	/* The pool is every client's: one that sends more than its send
-	 * queue can answer before reading the answers would hold slots the
-	 * others need. */
-	if (sl->held >= s->hold_max) {
-		snprintf(why, sizeof(why),
-			 "more than %u messages unanswered (the receive pool is shared)",
-			 s->hold_max);
-		close_slot(s, sl, SRDMA_ERROR_BAD_MESSAGE, why);
-		return false;
-	}
+	if (!sl->held)
+		sl->answered_us = now_us();	/* the wait for an answer starts */
 	if (on_recv(sl, wc)) {
 		close_slot(s, sl, SRDMA_ERROR_BAD_MESSAGE, "bad RDMA message");
 		return false;
@@ -634,6 +677,12 @@ static void on_tick(struct server *s)
 
 		if (sl->state == SLOT_ACTIVE && srdma_conn_ctrl_timeout_ms(sl->conn) == 0)
 			on_ctrl(s, sl);
+		/* Shared mode: a client that does not take its answers holds
+		 * pool slots (its RNR stalls them): not for long. */
+		if (s->shared && sl->state == SLOT_ACTIVE && sl->held &&
+		    now_us() - sl->answered_us > ANSWER_WAIT_MS * 1000.0)
+			close_slot(s, sl, SRDMA_ERROR_NOT_RESPONDING,
+				   "answers not taken for 5 s (the receive pool is shared)");
 	}
 	/* Say how many lines a past second suppressed, without waiting
 	 * for the next line of that kind. */
@@ -811,7 +860,8 @@ int main(int argc, char **argv)
 	s.epfd = epoll_create1(EPOLL_CLOEXEC);
 	s.sigfd = signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
 	s.shared = o.srq_slots > 0;
-	s.hold_max = o.rdma.send_depth ? o.rdma.send_depth : SRDMA_SHARED_SEND_DEPTH;
+	if (s.shared)
+		hold_max = o.rdma.send_depth ? o.rdma.send_depth : SRDMA_SHARED_SEND_DEPTH;
 	if (s.epfd < 0 || s.sigfd < 0 || !watch(&s, srdma_listener_fd(s.l), EV_LISTEN) ||
 	    !watch(&s, s.sigfd, EV_SIGNAL) ||
 	    (s.shared && !watch(&s, srdma_listener_wc_fd(s.l), EV_WC))) {

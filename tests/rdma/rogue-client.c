@@ -28,6 +28,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,6 +117,55 @@ static void pipeline(struct srdma_conn *c, int depth, int secs)
 	fflush(stdout);
 }
 
+/* n SENDs whose echoes are never taken: the first SRDMA_SLOTS land in
+ * our receives (each awaited, so the server sees no burst), the rest
+ * stall at the server. Then wait up to 60 s for the server to close: a
+ * client that keeps a shared pool's slots. */
+static void hoard(struct srdma_conn *c, int n)
+{
+	int64_t end = srdma_now_ms() + 60000;
+	const char *how = "still open after 60 s";
+	int sent = 0, echoed = 0;
+
+	while (sent < n && post_small_send(c)) {
+		int64_t until = srdma_now_ms() + 5000;
+		bool sent_done = false;
+
+		/* Our send's completion and, while our receives last, its
+		 * echo (the receive is never posted again). */
+		while (srdma_now_ms() < until &&
+		       (!sent_done || (sent < SRDMA_SLOTS && echoed <= sent))) {
+			struct ibv_wc wc;
+			int got = srdma_conn_next_wc(c, 200, &wc);
+
+			if (got < 0 || (got == 1 && wc.status != IBV_WC_SUCCESS))
+				goto out;
+			if (got == 1 && (wc.opcode & IBV_WC_RECV))
+				echoed++;
+			else if (got == 1)
+				sent_done = true;
+		}
+		if (!sent_done)
+			break;
+		sent++;
+	}
+out:
+	printf("hoard: %d sent, %d echoes taken\n", sent, echoed);
+	fflush(stdout);
+	while (srdma_now_ms() < end) {
+		struct srdma_err err;
+		struct pollfd p = { .fd = srdma_conn_ctrl_fd(c), .events = POLLIN };
+
+		if (srdma_conn_poll_ctrl(c, &err)) {
+			how = "the server closed";
+			break;
+		}
+		poll(&p, 1, 200);
+	}
+	printf("hoard: %s\n", how);
+	fflush(stdout);
+}
+
 /* KeyUpdates until the server closes (or a minute passes); never reads. */
 static void flood(struct srdma_conn *c)
 {
@@ -144,6 +194,8 @@ static void run_commands(struct srdma_conn *c)
 			rdma_write(c, i->remote_rkey ^ 0x5a5a00u, i->remote_addr);
 		} else if (sscanf(line, "pipeline %d %d", &depth, &secs) == 2) {
 			pipeline(c, depth, secs);
+		} else if (sscanf(line, "hoard %d", &depth) == 1) {
+			hoard(c, depth);
 		} else if (!strncmp(line, "keyupdate-flood", 15)) {
 			flood(c);
 		} else {

@@ -89,12 +89,12 @@ static enum ibv_wc_status client_write(struct srdma_conn *c, uint64_t addr, uint
 static void completions_are_routed_to_their_connection(void **state)
 {
 	struct srdma_listener *l = listen_shared();
-	struct srdma_conn *s[2], *c[2];
-	const char *msgs[2] = { "from A", "from B" };
+	struct srdma_conn *s[3], *c[3];
+	const char *msgs[3] = { "from A", "from B", "from C" };
 	struct srdma_wc wc;
 
 	(void)state;
-	for (int i = 0; i < 2; i++) {
+	for (int i = 0; i < 3; i++) {
 		pair_connect(l, SRDMA_PSN_EXCHANGE, &s[i], &c[i]);
 		srdma_conn_set_context(s[i], &msgs[i]);
 		/* What shared mode changes about a connection. */
@@ -131,20 +131,25 @@ static void completions_are_routed_to_their_connection(void **state)
 	assert_int_equal(srdma_conn_post_recv(s[0], SLOTS), -EINVAL);
 
 	/* A closes while it holds a slot: the slot goes back to the pool, so
-	 * B can use all SLOTS slots at once afterwards. */
+	 * B and C can hold all SLOTS slots at once afterwards (SRDMA_SLOTS
+	 * each, the most one connection may hold). */
 	client_send(c[0], "held");
 	next_shared(l, &wc);
 	assert_ptr_equal(wc.conn, s[0]);
 	srdma_conn_close(c[0], 0, NULL);
 	srdma_conn_close(s[0], 0, NULL);
-	for (int i = 0; i < SLOTS; i++)
-		client_send(c[1], "fill");
+	for (int i = 1; i < 3; i++)
+		for (int k = 0; k < SLOTS / 2; k++)
+			client_send(c[i], "fill");
 	for (int i = 0; i < SLOTS; i++) {
 		next_shared(l, &wc);
-		assert_ptr_equal(wc.conn, s[1]);
+		assert_true(wc.conn == s[1] || wc.conn == s[2]);
+		assert_int_equal(wc.wc.status, IBV_WC_SUCCESS);
 	}
-	srdma_conn_close(c[1], 0, NULL);
-	srdma_conn_close(s[1], 0, NULL);
+	for (int i = 1; i < 3; i++) {
+		srdma_conn_close(c[i], 0, NULL);
+		srdma_conn_close(s[i], 0, NULL);
+	}
 	srdma_listener_free(l);
 }
 
@@ -229,6 +234,74 @@ static void a_closed_windows_rkey_is_dead(void **state)
 	srdma_listener_free(l);
 }
 
+/* A SEND from c: its completion's status, or -1 when none came in ms
+ * (the server had no receive for it: RNR retries for ever). */
+static int try_send(struct srdma_conn *c, const char *msg, int ms)
+{
+	const struct srdma_buf *b = srdma_conn_send_buf(c);
+	struct ibv_sge sge = { .addr = (uintptr_t)b->addr, .length = (uint32_t)strlen(msg) + 1,
+			       .lkey = b->lkey };
+	struct ibv_send_wr wr = { .wr_id = 300, .sg_list = &sge, .num_sge = 1,
+				  .opcode = IBV_WR_SEND, .send_flags = IBV_SEND_SIGNALED }, *bad;
+	struct ibv_wc wc;
+
+	memcpy(b->addr, msg, strlen(msg) + 1);
+	assert_int_equal(ibv_post_send(srdma_conn_qp(c), &wr, &bad), 0);
+	return srdma_conn_next_wc(c, ms, &wc) == 1 ? (int)wc.status : -1;
+}
+
+/* A sends `count` messages that the program keeps (never reposted); the
+ * program takes every completion meanwhile. Returns whether B can still
+ * send (its SEND completes within 3 s); *overrun: A was reported. */
+static bool b_served_beside_a_hoarder(unsigned int count, bool *overrun)
+{
+	struct srdma_listener *l = listen_shared();
+	struct srdma_conn *s[2], *c[2];
+	struct srdma_wc wc[8];
+	bool served;
+	int st;
+
+	*overrun = false;
+	for (int i = 0; i < 2; i++)
+		pair_connect(l, SRDMA_PSN_EXCHANGE, &s[i], &c[i]);
+	for (unsigned int i = 0; i < count; i++) {
+		if (try_send(c[0], "hoard", 3000) != IBV_WC_SUCCESS)
+			break;	/* A's QP was failed */
+		for (int n; (n = srdma_listener_poll_wc(l, wc, 8)) > 0;)
+			for (int k = 0; k < n; k++)
+				if (wc[k].conn == s[0] && wc[k].wc.wr_id == SRDMA_WR_ID_OVERRUN)
+					*overrun = true;
+	}
+	st = try_send(c[1], "B", 3000);
+	served = st == IBV_WC_SUCCESS;
+	printf("A sent up to %u messages that are kept: A reported %s; B's SEND: %s\n", count,
+	       *overrun ? "yes" : "no", st < 0 ? "no completion in 3 s" : ibv_wc_status_str(st));
+	/* A leaves: its slots go back, and B's SEND (if it waits) lands. */
+	srdma_conn_close(c[0], 0, NULL);
+	srdma_conn_close(s[0], 0, NULL);
+	srdma_conn_close(c[1], 0, NULL);
+	srdma_conn_close(s[1], 0, NULL);
+	srdma_listener_free(l);
+	return served;
+}
+
+static void a_client_cannot_keep_the_pool(void **state)
+{
+	bool overrun, served;
+
+	(void)state;
+	/* Control, the bound removed: A takes all SLOTS slots, B starves. */
+	srdma_shared_hold_max = UINT32_MAX;
+	served = b_served_beside_a_hoarder(SLOTS, &overrun);
+	srdma_shared_hold_max = SRDMA_SLOTS;
+	assert_false(overrun);
+	assert_false(served);
+	/* The bound: A's 17th message fails A, B is served. */
+	served = b_served_beside_a_hoarder(SLOTS, &overrun);
+	assert_true(overrun);
+	assert_true(served);
+}
+
 static void bad_pool_sizes_are_refused(void **state)
 {
 	struct srdma_server_opts so;
@@ -261,6 +334,7 @@ int main(void)
 		cmocka_unit_test(completions_are_routed_to_their_connection),
 		cmocka_unit_test(a_window_is_its_own_qps),
 		cmocka_unit_test(a_closed_windows_rkey_is_dead),
+		cmocka_unit_test(a_client_cannot_keep_the_pool),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

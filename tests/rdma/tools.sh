@@ -336,6 +336,21 @@ shared)
 		fail "a second client beside the first was not served: $out"
 	echo "send again" >&"$other_fd"
 	wait_for "$tmp/other.out" '"data":"again"' 60 || fail "the first client stopped being served"
+	# Clients that keep the pool's slots: one that leaves 4 answers
+	# untaken (its first 16 land in its own receives) is closed after 5 s;
+	# one that leaves more than 16 (SRDMA_SLOTS) is failed by the library
+	# at once. The first client is served on.
+	rogue h1
+	echo "hoard 20" >&"$h1_fd"
+	wait_for "$tmp/server.log" 'client 4: closed: answers not taken for 5 s' 60 ||
+		fail "a client leaving its answers untaken was not closed"
+	wait_for "$tmp/h1.out" '^hoard: the server closed' 30 || fail "the first hoarder was not told"
+	rogue h2
+	echo "hoard 40" >&"$h2_fd"
+	wait_for "$tmp/server.log" 'client 5: closed: more than 16 messages unanswered' 60 ||
+		fail "a client with more than 16 messages unanswered was not closed"
+	echo "send after hoarders" >&"$other_fd"
+	wait_for "$tmp/other.out" '"data":"after hoarders"' 60 || fail "the first client stopped being served"
 	echo quit >&"$other_fd"
 	stop_server
 	cat "$tmp/server.log"
