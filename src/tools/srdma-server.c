@@ -10,6 +10,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <math.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -70,6 +71,10 @@ struct server {
 	unsigned int *ready;
 	unsigned int ready_head, ready_len;
 	int tick_ms;			/* liveness timers looked at this often */
+	/* When a client's timer (liveness, or in shared mode its untaken
+	 * answers) is next due, now_us(): ticks before it scan nobody, so an
+	 * idle server with 10,000 clients does not walk them every second. */
+	double next_scan;
 	/* Shared mode (--srq): one completion fd for every client; more
 	 * completions may wait after a full batch; a client may hold this
 	 * many receive slots (its send queue's depth) for replies. */
@@ -212,6 +217,13 @@ static void usage(FILE *f)
 "step and why), 2 on bad usage.\n");
 }
 
+/* A client's timer falls due at when (now_us()): the tick looks then. */
+static void due_at(struct server *s, double when)
+{
+	if (when < s->next_scan)
+		s->next_scan = when;
+}
+
 static void close_slot(struct server *s, struct slot *sl, uint16_t code,
 		       const char *reason)
 {
@@ -308,6 +320,8 @@ static void activate(struct server *s, struct slot *sl, unsigned int idx)
 		close_slot(s, sl, SRDMA_ERROR_INTERNAL, "internal error");
 		return;
 	}
+	due_at(s, now_us() + (srdma_conn_ctrl_timeout_ms(sl->conn) >= 0
+			      ? srdma_conn_ctrl_timeout_ms(sl->conn) * 1000.0 : HUGE_VAL));
 	logf_("client %u: accepted from %s, %s %s%s%s", sl->id, i->peer_addr,
 	      i->tls_version, i->tls_cipher, i->peer_cert_subject[0] ? ", cert " : "",
 	      i->peer_cert_subject);
@@ -579,8 +593,10 @@ static bool on_shared_wc(struct server *s, struct slot *sl, const struct ibv_wc 
 		}
 		return true;
 	}
-	if (!sl->held)
+	if (!sl->held) {
 		sl->answered_us = now_us();	/* the wait for an answer starts */
+		due_at(s, sl->answered_us + ANSWER_WAIT_MS * 1000.0);
+	}
 	if (on_recv(sl, wc)) {
 		close_slot(s, sl, SRDMA_ERROR_BAD_MESSAGE, "bad RDMA message");
 		return false;
@@ -642,8 +658,13 @@ static void on_ctrl(struct server *s, struct slot *sl)
 	char why[sizeof(err.step) + sizeof(err.msg) + 32];
 	uint16_t code = 0;
 
-	if (rc == 0)
+	if (rc == 0) {
+		int t = srdma_conn_ctrl_timeout_ms(sl->conn);
+
+		if (t >= 0)
+			due_at(s, now_us() + t * 1000.0);
 		return;
+	}
 	switch (rc) {
 	case SRDMA_CLOSE_BYE:
 		snprintf(why, sizeof(why), "client said bye");
@@ -671,18 +692,31 @@ static void on_tick(struct server *s)
 {
 	struct ratelimit *rls[] = { &s->rl_accept, &s->rl_refused, &s->rl_evicted,
 				    &s->rl_failed };
+	double now = now_us();
 
-	for (unsigned int i = 0; i < s->max_clients; i++) {
-		struct slot *sl = &s->slots[i];
+	if (now >= s->next_scan) {
+		s->next_scan = HUGE_VAL;
+		for (unsigned int i = 0; i < s->max_clients; i++) {
+			struct slot *sl = &s->slots[i];
+			int t;
 
-		if (sl->state == SLOT_ACTIVE && srdma_conn_ctrl_timeout_ms(sl->conn) == 0)
-			on_ctrl(s, sl);
-		/* Shared mode: a client that does not take its answers holds
-		 * pool slots (its RNR stalls them): not for long. */
-		if (s->shared && sl->state == SLOT_ACTIVE && sl->held &&
-		    now_us() - sl->answered_us > ANSWER_WAIT_MS * 1000.0)
-			close_slot(s, sl, SRDMA_ERROR_NOT_RESPONDING,
-				   "answers not taken for 5 s (the receive pool is shared)");
+			if (sl->state != SLOT_ACTIVE)
+				continue;
+			t = srdma_conn_ctrl_timeout_ms(sl->conn);
+			if (t == 0)
+				on_ctrl(s, sl);	/* sets its next due time */
+			else if (t > 0)
+				due_at(s, now + t * 1000.0);
+			/* Shared mode: a client that does not take its answers
+			 * holds pool slots (its RNR stalls them): not for long. */
+			if (!s->shared || sl->state != SLOT_ACTIVE || !sl->held)
+				continue;
+			if (now - sl->answered_us > ANSWER_WAIT_MS * 1000.0)
+				close_slot(s, sl, SRDMA_ERROR_NOT_RESPONDING,
+					   "answers not taken for 5 s (the receive pool is shared)");
+			else
+				due_at(s, sl->answered_us + ANSWER_WAIT_MS * 1000.0);
+		}
 	}
 	/* Say how many lines a past second suppressed, without waiting
 	 * for the next line of that kind. */
