@@ -38,7 +38,6 @@ static void move_verbs(struct srdma_conn *dst, const struct srdma_conn *src)
 	dst->window_mr = src->window_mr;
 	dst->window_iova = src->window_iova;
 	dst->mw = src->mw;
-	dst->q_head = dst->q_tail = SRDMA_NO_SLOT;
 	dst->shape.max_inline = src->shape.max_inline;
 }
 

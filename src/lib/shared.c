@@ -518,6 +518,7 @@ int srdma_listener_poll_wc(struct srdma_listener *l, struct srdma_wc *out, int m
 	struct ibv_cq *cq;
 	void *ctx;
 	uint64_t v;
+	bool rcq_event = false;
 	int n = 0;
 
 	if (!sh)
@@ -530,7 +531,7 @@ int srdma_listener_poll_wc(struct srdma_listener *l, struct srdma_wc *out, int m
 	while (ibv_get_cq_event(sh->channel, &cq, &ctx) == 0) {
 		ibv_ack_cq_events(cq, 1);
 		if (cq == sh->rcq) {
-			sh->rcq_dirty = true;
+			rcq_event = true;
 		} else if (ctx) {
 			struct srdma_conn *c = ctx;
 
@@ -538,10 +539,8 @@ int srdma_listener_poll_wc(struct srdma_listener *l, struct srdma_wc *out, int m
 			ready_add(sh, c);
 		}
 	}
-	if (sh->rcq_dirty) {
+	if (rcq_event)
 		drain_arm_rcq(sh);
-		sh->rcq_dirty = false;
-	}
 	while (n < max && sh->ready_head) {
 		struct srdma_conn *c = sh->ready_head;
 		bool more = false;

@@ -284,7 +284,6 @@ struct srdma_shared {
 	unsigned int map_cap, map_len;
 	int epfd, evfd;			/* what the program watches */
 	struct srdma_conn *ready_head, *ready_tail;
-	bool rcq_dirty;
 };
 
 int srdma_shared_create(struct srdma_shared **out, struct srdma_dev *d, unsigned int slots,

@@ -201,11 +201,9 @@ static void dereg_buf(struct srdma_buf *b, struct ibv_mr **mr)
 	memset(b, 0, sizeof(*b));
 }
 
-int srdma_conn_post_recv(struct srdma_conn *c, unsigned int slot)
+/* Receive slot slot of c's own (the default mode). */
+static int post_own_recv(struct srdma_conn *c, unsigned int slot)
 {
-	if (c->shape.sh)
-		return srdma_shared_post_recv(c, slot);
-	{
 	struct ibv_sge sge = {
 		.addr = (uintptr_t)c->recv_buf.addr + (uint64_t)slot * c->shape.buf_size,
 		.length = (uint32_t)c->shape.buf_size,
@@ -221,7 +219,11 @@ int srdma_conn_post_recv(struct srdma_conn *c, unsigned int slot)
 	if (slot >= SRDMA_SLOTS)
 		return -EINVAL;
 	return -ibv_post_recv(c->qp, &wr, &bad);
-	}
+}
+
+int srdma_conn_post_recv(struct srdma_conn *c, unsigned int slot)
+{
+	return c->shape.sh ? srdma_shared_post_recv(c, slot) : post_own_recv(c, slot);
 }
 
 static int qp_to_init(struct srdma_conn *c, struct srdma_err *err)
@@ -239,6 +241,41 @@ static int qp_to_init(struct srdma_conn *c, struct srdma_err *err)
 	return rc ? verr(err, rc, "modify QP to INIT") : 0;
 }
 
+/*
+ * The RC QP on c's CQs, taken to INIT: receives from its own queue
+ * (srq NULL, SRDMA_SLOTS of them) or from the shared pool's SRQ.
+ */
+static int create_qp(struct srdma_conn *c, struct ibv_srq *srq, struct srdma_err *err)
+{
+	struct ibv_qp_init_attr qa;
+	int rc;
+
+	memset(&qa, 0, sizeof(qa));
+	qa.send_cq = c->send_cq;
+	qa.recv_cq = c->recv_cq;
+	qa.srq = srq;
+	qa.qp_type = IBV_QPT_RC;
+	qa.sq_sig_all = 0;	/* sends complete when IBV_SEND_SIGNALED */
+	qa.cap.max_send_wr = c->shape.send_depth;
+	qa.cap.max_recv_wr = srq ? 0 : SRDMA_SLOTS;
+	qa.cap.max_send_sge = 1;
+	qa.cap.max_recv_sge = srq ? 0 : 1;
+	/* Inline sends only when asked: on Soft-RoCE a QP that can take
+	 * them is slower even for sends that do not use them (bench/compare:
+	 * +1.5 us per 8-byte one-way trip under emulation). */
+	qa.cap.max_inline_data = c->shape.max_inline;
+	c->qp = ibv_create_qp(c->pd, &qa);
+	if (!c->qp) {
+		rc = verr(err, -1, "create QP");
+		if (c->shape.max_inline && err)
+			snprintf(err->msg + strlen(err->msg), sizeof(err->msg) - strlen(err->msg),
+				 " (with %u bytes of inline data)", c->shape.max_inline);
+		return rc;
+	}
+	c->shape.max_inline = qa.cap.max_inline_data;
+	return qp_to_init(c, err);
+}
+
 int srdma_window_fault;	/* tests only: see srdma_internal.h */
 
 /*
@@ -250,14 +287,12 @@ int srdma_window_fault;	/* tests only: see srdma_internal.h */
 static int create_shared(struct srdma_conn *c, struct srdma_err *err)
 {
 	struct srdma_shared *sh = c->shape.sh;
-	struct ibv_qp_init_attr qa;
 	int rc, access = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_MW_BIND;
 
 	errno = 0;
 	c->pd = sh->pd;
 	c->recv_cq = sh->rcq;
 	c->recv_buf = sh->pool;
-	c->q_head = c->q_tail = SRDMA_NO_SLOT;
 	c->send_cq = ibv_create_cq(c->dev->ctx, (int)c->shape.send_depth, NULL, sh->channel, 0);
 	if (!c->send_cq)
 		return verr(err, -1, "create send CQ");
@@ -272,26 +307,13 @@ static int create_shared(struct srdma_conn *c, struct srdma_err *err)
 		if (!c->mw)
 			return verr(err, -1, "allocate memory window");
 	}
-	memset(&qa, 0, sizeof(qa));
-	qa.send_cq = c->send_cq;
-	qa.recv_cq = sh->rcq;
-	qa.srq = sh->srq;
-	qa.qp_type = IBV_QPT_RC;
-	qa.cap.max_send_wr = c->shape.send_depth;
-	qa.cap.max_send_sge = 1;
-	qa.cap.max_inline_data = c->shape.max_inline;
-	c->qp = ibv_create_qp(c->pd, &qa);
-	if (!c->qp)
-		return verr(err, -1, "create QP");
-	c->shape.max_inline = qa.cap.max_inline_data;
-	return qp_to_init(c, err);
+	return create_qp(c, sh->srq, err);
 }
 
 int srdma_verbs_create(struct srdma_conn *c, bool with_window,
 		       struct srdma_err *err)
 {
 	size_t slots_len = (size_t)SRDMA_SLOTS * c->shape.buf_size;
-	struct ibv_qp_init_attr qa;
 	uint64_t iova;
 	int rc, fl;
 
@@ -329,34 +351,12 @@ int srdma_verbs_create(struct srdma_conn *c, bool with_window,
 	if (rc)
 		return rc;
 
-	memset(&qa, 0, sizeof(qa));
-	qa.send_cq = c->send_cq;
-	qa.recv_cq = c->recv_cq;
-	qa.qp_type = IBV_QPT_RC;
-	qa.sq_sig_all = 0;	/* sends complete when IBV_SEND_SIGNALED */
-	qa.cap.max_send_wr = c->shape.send_depth;
-	qa.cap.max_recv_wr = SRDMA_SLOTS;
-	qa.cap.max_send_sge = 1;
-	qa.cap.max_recv_sge = 1;
-	/* Inline sends only when asked: on Soft-RoCE a QP that can take
-	 * them is slower even for sends that do not use them (bench/compare:
-	 * +1.5 us per 8-byte one-way trip under emulation). */
-	qa.cap.max_inline_data = c->shape.max_inline;
-	c->qp = ibv_create_qp(c->pd, &qa);
-	if (!c->qp) {
-		rc = verr(err, -1, "create QP");
-		if (c->shape.max_inline && err)
-			snprintf(err->msg + strlen(err->msg), sizeof(err->msg) - strlen(err->msg),
-				 " (with %u bytes of inline data)", c->shape.max_inline);
-		return rc;
-	}
-	c->shape.max_inline = qa.cap.max_inline_data;
-	rc = qp_to_init(c, err);
+	rc = create_qp(c, NULL, err);
 	if (rc)
 		return rc;
 	/* Receives go up before the peer can send. */
 	for (unsigned int i = 0; i < SRDMA_SLOTS; i++) {
-		rc = srdma_conn_post_recv(c, i);
+		rc = post_own_recv(c, i);
 		if (rc)
 			return verr(err, -rc, "post receive");
 	}
@@ -486,8 +486,8 @@ int srdma_verbs_connect(struct srdma_conn *c, struct srdma_err *err)
 void srdma_verbs_destroy(struct srdma_conn *c)
 {
 	if (c->shape.sh) {
-		/* The MW, QP and send CQ go under the pool's lock; the PD,
-		 * receive CQ and pool are the listener's. */
+		/* The MW, QP and send CQ go in srdma_shared_detach(); the
+		 * PD, receive CQ and pool are the listener's. */
 		srdma_shared_detach(c);
 		dereg_buf(&c->window, &c->window_mr);
 		c->pd = NULL;
@@ -693,7 +693,6 @@ int srdma_verbs_bind_window(struct srdma_conn *c, int64_t deadline, struct srdma
 	c->local.rkey = wr.bind_mw.rkey;
 	c->window.rkey = wr.bind_mw.rkey;	/* what srdma_conn_window() says */
 	c->local.addr = (uintptr_t)c->window.addr;
-	c->local.len = (uint32_t)c->window.len;
 	return 0;
 }
 

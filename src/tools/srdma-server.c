@@ -76,8 +76,7 @@ struct server {
 	 * idle server with 10,000 clients does not walk them every second. */
 	double next_scan;
 	/* Shared mode (--srq): one completion fd for every client; more
-	 * completions may wait after a full batch; a client may hold this
-	 * many receive slots (its send queue's depth) for replies. */
+	 * completions may wait after a full batch. */
 	bool shared, wc_more;
 	double next_tick;
 	struct ratelimit rl_accept, rl_refused, rl_evicted, rl_failed;
@@ -224,6 +223,15 @@ static void due_at(struct server *s, double when)
 		s->next_scan = when;
 }
 
+/* The tick looks again when sl's control-channel timer comes due. */
+static void due_ctrl(struct server *s, const struct slot *sl)
+{
+	int t = srdma_conn_ctrl_timeout_ms(sl->conn);
+
+	if (t >= 0)
+		due_at(s, now_us() + t * 1000.0);
+}
+
 static void close_slot(struct server *s, struct slot *sl, uint16_t code,
 		       const char *reason)
 {
@@ -320,8 +328,7 @@ static void activate(struct server *s, struct slot *sl, unsigned int idx)
 		close_slot(s, sl, SRDMA_ERROR_INTERNAL, "internal error");
 		return;
 	}
-	due_at(s, now_us() + (srdma_conn_ctrl_timeout_ms(sl->conn) >= 0
-			      ? srdma_conn_ctrl_timeout_ms(sl->conn) * 1000.0 : HUGE_VAL));
+	due_ctrl(s, sl);
 	logf_("client %u: accepted from %s, %s %s%s%s", sl->id, i->peer_addr,
 	      i->tls_version, i->tls_cipher, i->peer_cert_subject[0] ? ", cert " : "",
 	      i->peer_cert_subject);
@@ -584,9 +591,8 @@ static bool on_shared_wc(struct server *s, struct slot *sl, const struct ibv_wc 
 
 			sl->wait_head = (sl->wait_head + 1) % SRDMA_SLOTS;
 			sl->wait_len--;
-			sl->inflight++;
-			if (post_send(sl->conn, sl->waiting[i].slot, sl->waiting[i].len,
-				      sl->waiting[i].imm)) {
+			if (reply(sl, sl->waiting[i].slot, sl->waiting[i].len,
+				  sl->waiting[i].imm)) {
 				close_slot(s, sl, SRDMA_ERROR_INTERNAL, "cannot post a send");
 				return false;
 			}
@@ -659,10 +665,7 @@ static void on_ctrl(struct server *s, struct slot *sl)
 	uint16_t code = 0;
 
 	if (rc == 0) {
-		int t = srdma_conn_ctrl_timeout_ms(sl->conn);
-
-		if (t >= 0)
-			due_at(s, now_us() + t * 1000.0);
+		due_ctrl(s, sl);
 		return;
 	}
 	switch (rc) {
@@ -698,15 +701,13 @@ static void on_tick(struct server *s)
 		s->next_scan = HUGE_VAL;
 		for (unsigned int i = 0; i < s->max_clients; i++) {
 			struct slot *sl = &s->slots[i];
-			int t;
 
 			if (sl->state != SLOT_ACTIVE)
 				continue;
-			t = srdma_conn_ctrl_timeout_ms(sl->conn);
-			if (t == 0)
+			if (srdma_conn_ctrl_timeout_ms(sl->conn) == 0)
 				on_ctrl(s, sl);	/* sets its next due time */
-			else if (t > 0)
-				due_at(s, now + t * 1000.0);
+			else
+				due_ctrl(s, sl);
 			/* Shared mode: a client that does not take its answers
 			 * holds pool slots (its RNR stalls them): not for long. */
 			if (!s->shared || sl->state != SLOT_ACTIVE || !sl->held)
