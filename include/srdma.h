@@ -132,6 +132,9 @@ enum srdma_error_code {
 	SRDMA_ERROR_PSN_MODE = 10,	/* the two sides' PSN modes differ */
 	SRDMA_ERROR_QP = 11,		/* the sender's QP failed after setup */
 	SRDMA_ERROR_NOT_RESPONDING = 12, /* the peer left a liveness probe unanswered */
+	SRDMA_ERROR_SEAL_MODE = 13,	/* the two sides' seal modes differ */
+	SRDMA_ERROR_SEAL = 14,		/* a sealed message did not open (forged,
+					 * replayed, reordered or altered) */
 };
 
 /* What failed: step names the operation ("tls handshake", "modify QP to
@@ -154,6 +157,16 @@ struct srdma_err {
  *            SSL_export_keying_material, so no PSN crosses the wire at all
  *            and both sides' randomness feeds them. */
 enum srdma_psn_mode { SRDMA_PSN_EXCHANGE = 0, SRDMA_PSN_EXPORTER = 1 };
+
+/* Sealed messages (srdma_*_opts.seal; both sides must name the same, or
+ * the handshake fails with SRDMA_ERROR_SEAL_MODE): every message sent over
+ * the QP is encrypted and authenticated in software, under keys only the
+ * two TLS endpoints hold. See srdma_conn_seal(). */
+enum srdma_seal_cipher {
+	SRDMA_SEAL_OFF = 0,
+	SRDMA_SEAL_AES_256_GCM = 1,
+	SRDMA_SEAL_CHACHA20_POLY1305 = 2,
+};
 
 /* The RDMA side of either end. Zeroed means all defaults. */
 struct srdma_rdma_opts {
@@ -234,6 +247,9 @@ struct srdma_server_opts {
 				 * send slots of their own; each client's
 				 * write window stays its own (a memory window
 				 * bound to its QP). See "Shared mode" below */
+	/* Added in 0.5. */
+	int seal;		/* enum srdma_seal_cipher: 0 off; the clients
+				 * must ask for the same (srdma_conn_seal()) */
 };
 
 struct srdma_client_opts {
@@ -258,6 +274,8 @@ struct srdma_client_opts {
 				 * needs its CRL here) */
 	int peer_timeout_ms;	/* as in srdma_server_opts, for the server */
 	struct srdma_rdma_opts rdma;
+	/* Added in 0.5. */
+	int seal;		/* enum srdma_seal_cipher: as the server's */
 };
 
 /* Fill with defaults: the size, port SRDMA_DEFAULT_PORT (on the server,
@@ -330,6 +348,8 @@ struct srdma_conn_info {
 	uint64_t remote_addr;
 	uint32_t remote_rkey;
 	uint32_t remote_len;
+	/* Added in 0.5 (the library allocates this struct: it may grow). */
+	int seal;			/* enum srdma_seal_cipher in use */
 };
 
 /* A registered buffer. */
@@ -752,6 +772,64 @@ SRDMA_API int srdma_conn_ctrl_timeout_ms(const struct srdma_conn *c);
  */
 SRDMA_API void srdma_conn_close(struct srdma_conn *c, uint16_t code,
 				const char *text);
+
+/*
+ * Sealed messages (0.5). On a connection whose two sides set the same
+ * seal cipher (srdma_conn_info()->seal), send nothing over the QP but what
+ * srdma_conn_seal() made, and read nothing the peer sent (a receive slot's
+ * bytes, the write window's) but through srdma_conn_open(). A sealed
+ * message is SRDMA_SEAL_OVERHEAD bytes longer than the message:
+ *
+ *	header (SRDMA_SEAL_HDR_LEN: version, flags, kind, key epoch,
+ *	        sequence number; authenticated, not secret)
+ *	ciphertext (len bytes)
+ *	tag (SRDMA_SEAL_TAG_LEN)
+ *
+ * under per-direction keys exported from the TLS session and a nonce made
+ * of the direction, the epoch and the sequence number (docs/PROTOCOL.md).
+ * kind is the program's (srdma-client uses it for what a reply answers):
+ * it is authenticated, so the immediate data or opcode a program also uses
+ * can be checked against it; an observer sees it.
+ *
+ * srdma_conn_seal() seals len bytes (up to SRDMA_MAX_BUF_SIZE) at msg into
+ * out (cap bytes; the message needs len + SRDMA_SEAL_OVERHEAD), either
+ * apart or in place (msg == out + SRDMA_SEAL_HDR_LEN), and takes the next
+ * sequence number: post what it made, in the order sealed (SENDs and RDMA
+ * WRITEs share one sequence; notify each WRITE to the peer, e.g. WRITE
+ * WITH IMMEDIATE carrying the sealed length, so that the peer opens it).
+ * Returns 0 with *out_len set; -EOPNOTSUPP on a connection without
+ * sealing; -ENOBUFS when cap is too small; -EINVAL when msg and out overlap
+ * otherwise; -EKEYEXPIRED after SRDMA_SEAL_MAX_MSGS messages in one
+ * direction (close and reconnect).
+ *
+ * srdma_conn_open() opens, in place, a sealed message of len bytes at buf
+ * (a receive slot's byte_len bytes, or the window's bytes a WRITE's
+ * notification names): 0 with *kind, *msg (buf + SRDMA_SEAL_HDR_LEN) and
+ * *msg_len (len - SRDMA_SEAL_OVERHEAD) set, only when its tag verifies
+ * under the peer's key and it is the very next message the peer sealed.
+ * Anything else (forged, replayed, reordered, lost, altered, truncated, or
+ * bytes written into the window that the peer never sealed) returns
+ * -EBADMSG, wipes what it decrypted, fails the connection's QP, and ends
+ * the connection: srdma_conn_poll_ctrl() then returns SRDMA_CLOSE_PROTOCOL
+ * with the reason, every later open returns -ENOTCONN, and
+ * srdma_conn_close(c, 0, NULL) tells the peer SRDMA_ERROR_SEAL.
+ *
+ * Sealing does not hide sizes, timing, QPNs, PSNs or opcodes (they are in
+ * the packets' headers), and cannot stop a peer or an injector from
+ * ending a connection (docs/SECURITY.md). One thread may seal while
+ * another opens on the same connection; two seals (or two opens) must not
+ * overlap.
+ */
+#define SRDMA_SEAL_HDR_LEN 16
+#define SRDMA_SEAL_TAG_LEN 16
+#define SRDMA_SEAL_OVERHEAD (SRDMA_SEAL_HDR_LEN + SRDMA_SEAL_TAG_LEN)
+#define SRDMA_SEAL_MAX_MSGS (1ull << 32)
+SRDMA_API int srdma_conn_seal(struct srdma_conn *c, uint16_t kind, const void *msg,
+			      size_t len, void *out, size_t cap, size_t *out_len);
+SRDMA_API int srdma_conn_open(struct srdma_conn *c, void *buf, size_t len,
+			      uint16_t *kind, void **msg, size_t *msg_len);
+/* "off", "aes-256-gcm", "chacha20-poly1305" ("unknown" otherwise). */
+SRDMA_API const char *srdma_seal_name(int cipher);
 
 /* Human-readable name of an ERROR code ("server full", ...). */
 SRDMA_API const char *srdma_error_name(uint16_t code);

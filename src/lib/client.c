@@ -114,6 +114,8 @@ int srdma_client_new(const struct srdma_client_opts *opts, struct srdma_client *
 			     "srdma_client_opts", err);
 	if (!rc)
 		rc = srdma_check_rdma_opts(&o->rdma, err);
+	if (!rc)
+		rc = srdma_check_seal(o->seal, err);
 	if (rc)
 		return rc;
 	cl = calloc(1, sizeof(*cl));
@@ -132,6 +134,7 @@ int srdma_client_new(const struct srdma_client_opts *opts, struct srdma_client *
 	cl->handshake_ms = o->handshake_ms > 0 ? o->handshake_ms : SRDMA_DEFAULT_HANDSHAKE_MS;
 	cl->peer_timeout_ms = srdma_peer_timeout(o->peer_timeout_ms);
 	srdma_qp_shape_from_opts(&cl->shape, &o->rdma);
+	cl->shape.seal = (enum srdma_seal_cipher)o->seal;
 	cl->resume = o->resume != 0;
 
 	rc = srdma_tls_client_ctx(&cl->ctx, o->ca_file, o->cert_file, o->key_file, err);

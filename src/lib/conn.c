@@ -24,6 +24,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 
 #include "srdma_internal.h"
@@ -118,6 +119,26 @@ static int expect(struct srdma_conn *c, uint16_t type, struct srdma_msg *m,
 	return -EPROTO;
 }
 
+static uint32_t seal_cap(enum srdma_seal_cipher cipher)
+{
+	return cipher == SRDMA_SEAL_AES_256_GCM ? SRDMA_CAP_SEAL_AES_256_GCM :
+	       cipher == SRDMA_SEAL_CHACHA20_POLY1305 ? SRDMA_CAP_SEAL_CHACHA20 : 0;
+}
+
+static const char *seal_cap_name(uint32_t caps)
+{
+	switch (caps & SRDMA_CAP_SEAL_MASK) {
+	case 0:
+		return "does not seal";
+	case SRDMA_CAP_SEAL_AES_256_GCM:
+		return "seals with aes-256-gcm";
+	case SRDMA_CAP_SEAL_CHACHA20:
+		return "seals with chacha20-poly1305";
+	default:
+		return "names two ciphers";
+	}
+}
+
 static int send_hello(struct srdma_conn *c, int64_t deadline, struct srdma_err *err)
 {
 	struct srdma_msg m = { .type = SRDMA_MSG_HELLO };
@@ -126,6 +147,7 @@ static int send_hello(struct srdma_conn *c, int64_t deadline, struct srdma_err *
 	m.u.hello.caps = (c->server ? SRDMA_CAP_WRITE_WINDOW : 0) | SRDMA_CAP_PING;
 	if (c->shape.psn_mode == SRDMA_PSN_EXPORTER)
 		m.u.hello.caps |= SRDMA_CAP_PSN_EXPORTER;
+	m.u.hello.caps |= seal_cap(c->shape.seal);
 	return srdma_ctrl_send(c, &m, deadline, err);
 }
 
@@ -150,6 +172,16 @@ static int check_hello(struct srdma_conn *c, const struct srdma_hello *h,
 			      c->shape.psn_mode == SRDMA_PSN_EXPORTER ? "exporter" : "exchange",
 			      peer_exporter ? "exporter" : "exchange");
 		srdma_ctrl_send_error(c, SRDMA_ERROR_PSN_MODE, NULL, deadline);
+		return -EPROTO;
+	}
+	if ((h->caps & SRDMA_CAP_SEAL_MASK) != seal_cap(c->shape.seal)) {
+		char text[SRDMA_WIRE_MAX_TEXT];
+
+		snprintf(text, sizeof(text), "seal mode mismatch: the %s %s, the %s %s",
+			 c->server ? "server" : "client", seal_cap_name(seal_cap(c->shape.seal)),
+			 c->server ? "client" : "server", seal_cap_name(h->caps));
+		srdma_set_err(err, -EPROTO, "handshake", "%s", text);
+		srdma_ctrl_send_error(c, SRDMA_ERROR_SEAL_MODE, text, deadline);
 		return -EPROTO;
 	}
 	return 0;
@@ -411,6 +443,24 @@ static int setup_server(struct srdma_conn *c, int64_t deadline, struct srdma_err
 	return rc;
 }
 
+/* Epoch 0's keys, from the TLS session both sides share. */
+static int start_sealing(struct srdma_conn *c, struct srdma_err *err)
+{
+	uint8_t c2s[SRDMA_SEAL_KEY_LEN], s2c[SRDMA_SEAL_KEY_LEN];
+	int rc = srdma_seal_keys(c->ssl, 0, c2s, s2c);
+
+	if (!rc)
+		rc = srdma_seal_new(&c->seal, c->shape.seal, c->server, 0,
+				    c->server ? s2c : c2s, c->server ? c2s : s2c);
+	OPENSSL_cleanse(c2s, sizeof(c2s));
+	OPENSSL_cleanse(s2c, sizeof(s2c));
+	if (rc)
+		srdma_set_err(err, rc, "seal keys", "%s",
+			      rc == -ENOMEM ? "out of memory, or the cipher is not available"
+					    : "TLS exporter failed");
+	return rc;
+}
+
 int srdma_conn_setup(struct srdma_conn *c, int64_t deadline, struct srdma_err *err)
 {
 	struct srdma_conn_info *i = &c->info;
@@ -440,6 +490,12 @@ int srdma_conn_setup(struct srdma_conn *c, int64_t deadline, struct srdma_err *e
 		srdma_set_err(err, -EIO, "arm CQ", "ibv_req_notify_cq failed");
 		return -EIO;
 	}
+	if (c->shape.seal) {
+		rc = start_sealing(c, err);
+		if (rc)
+			return rc;
+	}
+	i->seal = c->shape.seal;
 	i->psn_mode = c->shape.psn_mode;
 	i->local_qpn = c->local.qpn;
 	i->local_psn = c->local.psn;
@@ -650,6 +706,11 @@ int srdma_conn_poll_ctrl(struct srdma_conn *c, struct srdma_err *err)
 	struct srdma_err e = { 0 };
 	int reads = 0, msgs = 0, rc;
 
+	if (!c->end_rc && srdma_seal_broken(c->seal)) {
+		c->end_rc = SRDMA_CLOSE_PROTOCOL;
+		srdma_set_err(&c->end_err, -EBADMSG, "open sealed message", "%s",
+			      srdma_seal_broken(c->seal));
+	}
 	if (c->end_rc) {
 		if (err)
 			*err = c->end_err;
@@ -704,6 +765,7 @@ void srdma_conn_free(struct srdma_conn *c)
 	if (!c)
 		return;
 	srdma_verbs_destroy(c);
+	srdma_seal_free(c->seal);
 	if (c->ssl) {
 		srdma_tls_set_ticket_sink(c->ssl, NULL, NULL);
 		SSL_free(c->ssl);
@@ -764,7 +826,10 @@ void srdma_conn_close(struct srdma_conn *c, uint16_t code, const char *text)
 	 * takes these few bytes from any peer that still reads. */
 	deadline = srdma_now_ms();
 	/* Code 0 after the channel ended: the reason that fits how. */
-	if (!code && c->end_rc == SRDMA_CLOSE_TIMEOUT)
+	if (!code && srdma_seal_broken(c->seal)) {
+		code = SRDMA_ERROR_SEAL;
+		text = srdma_seal_broken(c->seal);
+	} else if (!code && c->end_rc == SRDMA_CLOSE_TIMEOUT)
 		code = SRDMA_ERROR_NOT_RESPONDING;
 	else if (!code && c->end_rc == SRDMA_CLOSE_PROTOCOL)
 		code = SRDMA_ERROR_BAD_MESSAGE;
@@ -831,4 +896,28 @@ size_t srdma_conn_buf_size(const struct srdma_conn *c)
 int srdma_conn_ctrl_fd(const struct srdma_conn *c)
 {
 	return c->fd;
+}
+
+int srdma_conn_seal(struct srdma_conn *c, uint16_t kind, const void *msg, size_t len,
+		    void *out, size_t cap, size_t *out_len)
+{
+	if (!c->seal)
+		return -EOPNOTSUPP;
+	return srdma_seal_msg(c->seal, kind, msg, len, out, cap, out_len);
+}
+
+int srdma_conn_open(struct srdma_conn *c, void *buf, size_t len, uint16_t *kind,
+		    void **msg, size_t *msg_len)
+{
+	struct ibv_qp_attr a = { .qp_state = IBV_QPS_ERR };
+	int rc;
+
+	if (!c->seal)
+		return -EOPNOTSUPP;
+	rc = srdma_seal_open(c->seal, buf, len, kind, msg, msg_len);
+	/* Whoever sent it, nothing more from this QP is trusted: fail it, so
+	 * that what follows is flushed, not delivered. */
+	if (rc == -EBADMSG)
+		ibv_modify_qp(c->qp, &a, IBV_QP_STATE);
+	return rc;
 }

@@ -137,6 +137,8 @@ int srdma_listen(const struct srdma_server_opts *opts, struct srdma_listener **o
 			     "srdma_server_opts", err);
 	if (!rc)
 		rc = srdma_check_rdma_opts(&o->rdma, err);
+	if (!rc)
+		rc = srdma_check_seal(o->seal, err);
 	if (rc)
 		return rc;
 	l = calloc(1, sizeof(*l));
@@ -152,6 +154,7 @@ int srdma_listen(const struct srdma_server_opts *opts, struct srdma_listener **o
 	l->handshake_ms = o->handshake_ms > 0 ? o->handshake_ms : SRDMA_DEFAULT_HANDSHAKE_MS;
 	l->peer_timeout_ms = srdma_peer_timeout(o->peer_timeout_ms);
 	srdma_qp_shape_from_opts(&l->shape, &o->rdma);
+	l->shape.seal = (enum srdma_seal_cipher)o->seal;
 
 	if (o->crl_file && !o->client_ca) {
 		srdma_set_err(err, -EINVAL, "options",

@@ -46,6 +46,8 @@ int srdma_opts_take(void *dst, size_t dst_size, size_t min_size, const void *src
 
 /* Checks shared by both sides' options (buffer size range). */
 int srdma_check_rdma_opts(const struct srdma_rdma_opts *o, struct srdma_err *err);
+/* An options struct's seal field: an enum srdma_seal_cipher. */
+int srdma_check_seal(int seal, struct srdma_err *err);
 /* Monotonic milliseconds. */
 int64_t srdma_now_ms(void);
 /* Monotonic microseconds, and microseconds since t0 (saturated). */
@@ -172,6 +174,7 @@ struct srdma_qp_shape {
 	unsigned int send_depth;	/* send queue entries */
 	uint32_t max_inline;		/* inline bytes asked of the QP */
 	enum srdma_psn_mode psn_mode;
+	enum srdma_seal_cipher seal;	/* SRDMA_SEAL_OFF: none */
 	struct srdma_shared *sh;	/* shared mode (server): the listener's */
 };
 void srdma_qp_shape_from_opts(struct srdma_qp_shape *s, const struct srdma_rdma_opts *o);
@@ -211,6 +214,7 @@ struct srdma_conn {
 	bool overrun, overrun_told;	/* broke the pool's rules (shared.c) */
 	struct srdma_conn *ready_next;
 	void *user;			/* srdma_conn_set_context() */
+	struct srdma_seal *seal;	/* sealed messages, else NULL */
 
 	/* Partial control message read by srdma_conn_poll_ctrl(). */
 	uint8_t ctrl_buf[SRDMA_WIRE_MAX_MSG];
@@ -310,6 +314,31 @@ extern int srdma_window_fault;
 /* Slots one connection may hold (SRDMA_SLOTS); tests raise it to show
  * what one client could do to the pool without the bound. Hidden too. */
 extern unsigned int srdma_shared_hold_max;
+
+/* --- sealed messages (seal.c): pure, conn.c binds them to a connection --- */
+
+#define SRDMA_SEAL_KEY_LEN 32
+#define SRDMA_SEAL_MAX_EPOCH 0x7fffffffu
+struct srdma_seal;
+/* A direction pair under one epoch: tx seals (our direction: the server's
+ * is 1), rx opens the peer's. */
+int srdma_seal_new(struct srdma_seal **out, enum srdma_seal_cipher cipher, bool server,
+		   uint32_t epoch, const uint8_t tx_key[SRDMA_SEAL_KEY_LEN],
+		   const uint8_t rx_key[SRDMA_SEAL_KEY_LEN]);
+void srdma_seal_free(struct srdma_seal *s);
+/* Both directions' keys of an epoch, from the TLS exporter. */
+int srdma_seal_keys(SSL *ssl, uint32_t epoch, uint8_t c2s[SRDMA_SEAL_KEY_LEN],
+		    uint8_t s2c[SRDMA_SEAL_KEY_LEN]);
+int srdma_seal_msg(struct srdma_seal *s, uint16_t kind, const void *msg, size_t len,
+		   void *out, size_t cap, size_t *out_len);
+/* 0, -ENOTCONN (broken before), or -EBADMSG (broken now: see below). */
+int srdma_seal_open(struct srdma_seal *s, void *buf, size_t len, uint16_t *kind,
+		    void **msg, size_t *msg_len);
+/* Why the first open failed, or NULL while none has. */
+const char *srdma_seal_broken(const struct srdma_seal *s);
+enum srdma_seal_cipher srdma_seal_cipher_of(const struct srdma_seal *s);
+/* Messages sealed so far in this epoch. */
+uint64_t srdma_seal_sent(const struct srdma_seal *s);
 
 /* --- peer binding (binding.c): the message, made and checked --- */
 

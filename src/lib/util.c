@@ -163,6 +163,16 @@ int srdma_check_rdma_opts(const struct srdma_rdma_opts *o, struct srdma_err *err
 	return 0;
 }
 
+int srdma_check_seal(int seal, struct srdma_err *err)
+{
+	if (seal != SRDMA_SEAL_OFF && seal != SRDMA_SEAL_AES_256_GCM &&
+	    seal != SRDMA_SEAL_CHACHA20_POLY1305) {
+		srdma_set_err(err, -EINVAL, "options", "unknown seal cipher %d", seal);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 int srdma_peer_timeout(int opt_ms)
 {
 	if (opt_ms < 0)

@@ -534,6 +534,10 @@ const char *srdma_err_code_name(uint16_t code)
 		return "RDMA connection failed";
 	case SRDMA_ERROR_NOT_RESPONDING:
 		return "not responding";
+	case SRDMA_ERROR_SEAL_MODE:
+		return "seal mode mismatch";
+	case SRDMA_ERROR_SEAL:
+		return "sealed message rejected";
 	default:
 		return "unknown error";
 	}

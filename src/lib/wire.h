@@ -43,6 +43,11 @@ enum srdma_msg_type {
 #define SRDMA_CAP_PSN_EXPORTER	0x2u
 /* HELLO caps: the sender answers PING with PONG after setup. */
 #define SRDMA_CAP_PING		0x4u
+/* HELLO caps: the sender seals every RDMA message with this cipher (at most
+ * one set; both sides must set the same). */
+#define SRDMA_CAP_SEAL_AES_256_GCM	0x8u
+#define SRDMA_CAP_SEAL_CHACHA20	0x10u
+#define SRDMA_CAP_SEAL_MASK	(SRDMA_CAP_SEAL_AES_256_GCM | SRDMA_CAP_SEAL_CHACHA20)
 
 struct srdma_hello {
 	uint16_t version;
@@ -144,7 +149,8 @@ const char *srdma_msg_type_name(uint16_t type);
  * "server full", "version mismatch", "bad message", "handshake timeout",
  * "RDMA setup failed", "internal error", "unexpected message",
  * "shutting down", "peer binding failed", "PSN mode mismatch",
- * "RDMA connection failed", "not responding"; otherwise "unknown error".
+ * "RDMA connection failed", "not responding", "seal mode mismatch",
+ * "sealed message rejected"; otherwise "unknown error".
  */
 const char *srdma_err_code_name(uint16_t code);
 

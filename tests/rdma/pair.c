@@ -17,6 +17,8 @@ struct accept_arg {
 	int rc;
 };
 
+int pair_seal;
+
 static void *accept_thread(void *p)
 {
 	struct accept_arg *a = p;
@@ -32,6 +34,7 @@ void pair_server_opts(struct srdma_server_opts *so, enum srdma_psn_mode mode)
 	so->cert_file = SRDMA_TEST_CERTS "/server.pem";
 	so->key_file = SRDMA_TEST_CERTS "/server.key";
 	so->rdma.psn_mode = mode;
+	so->seal = pair_seal;
 }
 
 struct srdma_listener *pair_listen(enum srdma_psn_mode mode)
@@ -68,6 +71,7 @@ void pair_connect(struct srdma_listener *l, enum srdma_psn_mode mode,
 	co.port = srdma_listener_port(l);
 	co.ca_file = SRDMA_TEST_CERTS "/ca.pem";
 	co.rdma.psn_mode = mode;
+	co.seal = pair_seal;
 	assert_int_equal(pthread_create(&t, NULL, accept_thread, &a), 0);
 	rc = srdma_connect(&co, "localhost", cc, &err);
 	if (rc)

@@ -8,6 +8,10 @@
 
 #include "srdma.h"
 
+/* The seal cipher both ends of the next listener and connection use
+ * (enum srdma_seal_cipher; 0: none). */
+extern int pair_seal;
+
 /* A listener on a per-process port (server certificate, PSN mode). */
 struct srdma_listener *pair_listen(enum srdma_psn_mode mode);
 /* The options pair_listen() uses, to change before pair_listen_opts(). */

@@ -81,11 +81,11 @@ static void put24(uint8_t *p, uint32_t v)
 }
 
 /* Build and send one RC SEND_ONLY to (dqpn, psn) carrying payload. */
-static int inject_send(struct forge *f, uint32_t dqpn, uint32_t psn,
-		       const char *payload)
+static int inject_bytes(struct forge *f, uint32_t dqpn, uint32_t psn,
+			const void *payload, size_t plen)
 {
 	uint8_t pkt[256], icrc_in[256];
-	size_t plen = strlen(payload), pad = (4 - plen % 4) % 4;
+	size_t pad = (4 - plen % 4) % 4;
 	size_t ip_len = 20 + 8 + 12 + plen + pad + 4;
 	uint8_t *ip = pkt + 14, *udp = ip + 20, *bth = udp + 8, *data = bth + 12;
 	struct sockaddr_ll to = { .sll_family = AF_PACKET, .sll_ifindex = f->ifindex,
@@ -133,6 +133,11 @@ static int inject_send(struct forge *f, uint32_t dqpn, uint32_t psn,
 	if (sendto(f->fd, pkt, 14 + ip_len, 0, (struct sockaddr *)&to, sizeof(to)) < 0)
 		return -errno;
 	return 0;
+}
+
+static int inject_send(struct forge *f, uint32_t dqpn, uint32_t psn, const char *payload)
+{
+	return inject_bytes(f, dqpn, psn, payload, strlen(payload));
 }
 
 static bool read_mac(const char *ifname, uint8_t mac[6])
@@ -316,6 +321,52 @@ static void wrong_psns_deliver_nothing(void **state)
 	srdma_listener_free(l);
 }
 
+/*
+ * Sealed: the same forged SEND, with the right PSN, shaped as the next
+ * sealed message (version 1, epoch 0, number 0) and a made-up tag. The
+ * device delivers it (the PSN is right); srdma_conn_open() refuses it and
+ * the connection ends, so the injector gets nothing in. The control is
+ * control_correct_psn_is_delivered: unsealed, the program takes it.
+ */
+static void sealed_injection_is_refused(void **state)
+{
+	struct srdma_listener *l;
+	struct srdma_conn *s, *c;
+	uint8_t forged[16 + 9 + 16] = { 1, 0, 0, 1 };	/* version 1, kind 1 */
+	struct srdma_err err;
+	struct forge f;
+	struct ibv_wc wc;
+	uint16_t kind;
+	void *msg;
+	size_t mlen;
+	uint8_t *p;
+
+	(void)state;
+	pair_seal = SRDMA_SEAL_AES_256_GCM;
+	forge_open(&f);
+	l = pair_listen(SRDMA_PSN_EXCHANGE);
+	pair_connect(l, SRDMA_PSN_EXCHANGE, &s, &c);
+	memcpy(forged + 16, "injected!", 9);
+	assert_int_equal(inject_bytes(&f, srdma_conn_info(s)->local_qpn, expected_psn(s),
+				      forged, sizeof(forged)), 0);
+	do
+		assert_int_equal(srdma_conn_next_wc(s, 5000, &wc), 1);
+	while (wc.opcode != IBV_WC_RECV);
+	assert_int_equal(wc.status, IBV_WC_SUCCESS);
+	assert_int_equal(wc.byte_len, sizeof(forged));
+	p = (uint8_t *)srdma_conn_recv_buf(s)->addr + wc.wr_id * srdma_conn_buf_size(s);
+	assert_int_equal(srdma_conn_open(s, p, wc.byte_len, &kind, &msg, &mlen), -EBADMSG);
+	assert_int_equal(srdma_conn_poll_ctrl(s, &err), SRDMA_CLOSE_PROTOCOL);
+	print_message("sealed: the forged SEND with the right PSN was delivered by the "
+		      "device and refused: %s\n", err.msg);
+	assert_non_null(strstr(err.msg, "does not verify"));
+	close(f.fd);
+	srdma_conn_close(c, 0, NULL);
+	srdma_conn_close(s, 0, NULL);
+	srdma_listener_free(l);
+	pair_seal = 0;
+}
+
 static int setup(void **state)
 {
 	const char *nd = getenv("RXE_VM_NETDEV");
@@ -333,6 +384,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(control_correct_psn_is_delivered),
 		cmocka_unit_test(wrong_psns_deliver_nothing),
+		cmocka_unit_test(sealed_injection_is_refused),
 	};
 	return cmocka_run_group_tests(tests, setup, NULL);
 }

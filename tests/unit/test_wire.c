@@ -739,7 +739,9 @@ static void names(void **state)
 	assert_string_equal(srdma_err_code_name(SRDMA_ERROR_PSN_MODE), "PSN mode mismatch");
 	assert_string_equal(srdma_err_code_name(SRDMA_ERROR_QP), "RDMA connection failed");
 	assert_string_equal(srdma_err_code_name(SRDMA_ERROR_NOT_RESPONDING), "not responding");
-	assert_string_equal(srdma_err_code_name(13), "unknown error");
+	assert_string_equal(srdma_err_code_name(SRDMA_ERROR_SEAL_MODE), "seal mode mismatch");
+	assert_string_equal(srdma_err_code_name(SRDMA_ERROR_SEAL), "sealed message rejected");
+	assert_string_equal(srdma_err_code_name(15), "unknown error");
 	assert_string_equal(srdma_err_code_name(0xffff), "unknown error");
 }
 
