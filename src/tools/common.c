@@ -187,6 +187,19 @@ int tool_opt(struct tool_opts *t, int ch, const char *arg)
 			return -1;
 		}
 		return 1;
+	case 'E':
+		if (!arg || !strcmp(arg, "aes-256-gcm") || !strcmp(arg, "aes")) {
+			t->seal = SRDMA_SEAL_AES_256_GCM;
+		} else if (!strcmp(arg, "chacha20-poly1305") || !strcmp(arg, "chacha20")) {
+			t->seal = SRDMA_SEAL_CHACHA20_POLY1305;
+		} else if (!strcmp(arg, "off")) {
+			t->seal = SRDMA_SEAL_OFF;
+		} else {
+			fprintf(stderr, "%s: --seal: '%s' is not aes-256-gcm, chacha20-poly1305 "
+				"or off\n", t->prog, arg);
+			return -1;
+		}
+		return 1;
 	case 'j': t->json = true; return 1;
 	case 'v': t->verbose = true; return 1;
 	default:
@@ -214,6 +227,7 @@ void tool_server_opts(const struct tool_opts *t, struct srdma_server_opts *o)
 	o->handshake_ms = t->handshake_ms;
 	o->peer_timeout_ms = t->peer_timeout_ms;
 	o->rdma = t->rdma;
+	o->seal = t->seal;
 }
 
 void tool_client_opts(const struct tool_opts *t, struct srdma_client_opts *o)
@@ -226,4 +240,5 @@ void tool_client_opts(const struct tool_opts *t, struct srdma_client_opts *o)
 	o->handshake_ms = t->handshake_ms;
 	o->peer_timeout_ms = t->peer_timeout_ms;
 	o->rdma = t->rdma;
+	o->seal = t->seal;
 }

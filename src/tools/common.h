@@ -21,6 +21,7 @@ bool parse_peer_timeout(const char *prog, const char *s, int *out);
  *   -s buf-size      -c cert          -k key           -a ca
  *   -C client-ca     -r crl           -t setup deadline (ms)
  *   -T peer-timeout  -P psn-mode      -j json          -v verbose
+ *   -E seal[=CIPHER]
  * Each program lists its own long options (getopt) and hands these letters
  * to tool_opt().
  */
@@ -33,6 +34,7 @@ struct tool_opts {
 	int handshake_ms;		/* 0: the library's default */
 	int peer_timeout_ms;		/* 0: default, -1: never */
 	struct srdma_rdma_opts rdma;	/* gid_index -1: automatic */
+	int seal;			/* enum srdma_seal_cipher */
 	bool json, verbose;
 };
 void tool_opts_init(struct tool_opts *t, const char *prog);
@@ -74,3 +76,19 @@ int sha256(const void *buf, size_t len, unsigned char out[32]);
 #define APP_IMM_ECHO 1u
 #define APP_IMM_WRITE_ACK 2u
 #define APP_ACK_LEN (4 + 32)
+/*
+ * Sealed (--seal): every message is srdma_conn_seal()ed, and the kind
+ * inside it (authenticated, unlike the immediate) says what it is: the
+ * client's SEND and the server's echo are kind ECHO, the client's write
+ * and the server's acknowledgement kind WRITE_ACK. A write's immediate is
+ * the sealed length; the acknowledgement covers the opened bytes.
+ */
+#define APP_KIND_ECHO APP_IMM_ECHO
+#define APP_KIND_WRITE APP_IMM_WRITE_ACK
+/* The help text of --seal, the same in every program. */
+#define SEAL_HELP \
+"  -E, --seal[=CIPHER]    seal every RDMA message (SEND and WRITE payloads\n" \
+"                         encrypted and authenticated; a forged, replayed or\n" \
+"                         altered one ends the connection): aes-256-gcm\n" \
+"                         (default) or chacha20-poly1305; both sides must\n" \
+"                         use the same. Each message grows by 32 bytes\n"

@@ -36,6 +36,8 @@ struct client {
 	struct srdma_conn *c;
 	const struct srdma_conn_info *info;
 	size_t bs;
+	bool sealed;		/* --seal: every message sealed */
+	size_t max_msg;		/* bytes a command may send (bs, less 32 sealed) */
 	struct stats st;
 	bool closed;
 	char close_reason[320];	/* as long as check_ctrl()'s "step: msg" */
@@ -103,13 +105,15 @@ static void usage(FILE *f)
 "                         that is full, or drops clients), share one\n"
 "                         SECONDS and ever longer waits. Not after the server\n"
 "                         broke the protocol\n"
+SEAL_HELP
 "  -v, --verbose          also print PSNs, the server's rkey and window address\n"
 "                         (secrets; never printed without -v, text or JSON)\n"
 "  -V, --version          print the version\n"
 "  -h, --help             show this help\n"
 "\n"
 "Commands:\n"
-"  send TEXT    SEND TEXT; the server echoes it; prints it and the round trip\n"
+"  send TEXT    SEND TEXT (up to --buf-size bytes, 32 fewer sealed); the\n"
+"               server echoes it; prints it and the round trip\n"
 "  write TEXT   RDMA WRITE TEXT into the server's window; the server reads it\n"
 "               and answers with its SHA-256, which must match\n"
 "  auto [N]     N rounds (default 10) of send + write, then a summary\n"
@@ -300,6 +304,36 @@ static const char *imm_name(uint32_t imm)
 	return imm == APP_IMM_ECHO ? "ECHO" : imm == APP_IMM_WRITE_ACK ? "WRITE_ACK" : "unknown";
 }
 
+/* Sealed: open the reply in place (its length already checked) and check
+ * that the kind inside, which the server cannot be made to lie about, is
+ * the one the immediate named. A reply that does not open ends the
+ * session: the server is told SRDMA_ERROR_SEAL and why. */
+static int open_reply(struct client *cl, char *in, size_t len, uint16_t want, char **msg,
+		      const char *step)
+{
+	struct srdma_err err;
+	char why[300];
+	uint16_t kind;
+	size_t mlen;
+	void *m;
+
+	if (srdma_conn_open(cl->c, in, len, &kind, &m, &mlen)) {
+		srdma_conn_poll_ctrl(cl->c, &err);
+		snprintf(why, sizeof(why), "sealed reply refused: %s", err.msg);
+		report_error(step, why);
+		note_closed(cl, err.msg, false, SRDMA_ERROR_SEAL);
+		return -1;
+	}
+	if (kind != want) {
+		snprintf(why, sizeof(why), "a sealed reply of kind %u where %u was due", kind,
+			 want);
+		violation(cl, step, why);
+		return -1;
+	}
+	*msg = m;
+	return 0;
+}
+
 /*
  * The reply in receive slot wc->wr_id, checked before anything is touched:
  * a slot we posted, a SEND with the immediate of the kind we wait for, and
@@ -311,7 +345,7 @@ static int take_reply(struct client *cl, const struct ibv_wc *wc, uint32_t want_
 		      void *out, size_t len, const char *step)
 {
 	char why[128];
-	const char *in;
+	char *in;
 
 	if (wc->wr_id >= SRDMA_SLOTS) {
 		violation(cl, step, "a reply in a receive slot we never posted");
@@ -327,13 +361,16 @@ static int take_reply(struct client *cl, const struct ibv_wc *wc, uint32_t want_
 		violation(cl, step, why);
 		return -1;
 	}
-	if (wc->byte_len != len) {
+	if (wc->byte_len != len + (cl->sealed ? SRDMA_SEAL_OVERHEAD : 0)) {
 		snprintf(why, sizeof(why), "the server's %s reply has %u bytes where %zu are due",
-			 imm_name(want_imm), wc->byte_len, len);
+			 imm_name(want_imm), wc->byte_len,
+			 len + (cl->sealed ? SRDMA_SEAL_OVERHEAD : 0));
 		violation(cl, step, why);
 		return -1;
 	}
-	in = (const char *)srdma_conn_recv_buf(cl->c)->addr + wc->wr_id * cl->bs;
+	in = (char *)srdma_conn_recv_buf(cl->c)->addr + wc->wr_id * cl->bs;
+	if (cl->sealed && open_reply(cl, in, wc->byte_len, want_imm, &in, step))
+		return -1;
 	memcpy(out, in, len);
 	if (srdma_conn_post_recv(cl->c, (unsigned int)wc->wr_id)) {
 		report_error(step, "cannot post a receive");
@@ -352,6 +389,20 @@ static void add_rtt(struct stats *st, double rtt)
 	st->rtt_sum += rtt;
 }
 
+/* What a command sends, into send slot 0: the text, or sealed. */
+static int stage(struct client *cl, uint16_t kind, const char *text, size_t len,
+		 size_t *wire_len)
+{
+	const struct srdma_buf *b = srdma_conn_send_buf(cl->c);
+
+	if (!cl->sealed) {
+		memcpy(b->addr, text, len);
+		*wire_len = len;
+		return 0;
+	}
+	return srdma_conn_seal(cl->c, kind, text, len, b->addr, cl->bs, wire_len);
+}
+
 static int do_send(struct client *cl, const char *text, bool quiet)
 {
 	size_t len = strlen(text);
@@ -359,16 +410,18 @@ static int do_send(struct client *cl, const char *text, bool quiet)
 	char *reply, *shown = NULL;
 	double t0, rtt;
 
-	if (len == 0 || len > cl->bs) {
+	size_t wire_len = len;
+
+	if (len == 0 || len > cl->max_msg) {
 		report_error("send", len ? "text longer than the buffer size" : "nothing to send");
 		return -1;
 	}
 	reply = malloc(len);
 	if (!reply)
 		return -1;
-	memcpy(srdma_conn_send_buf(cl->c)->addr, text, len);
 	t0 = now_us();
-	if (post(cl, IBV_WR_SEND, (uint32_t)len)) {
+	if (stage(cl, APP_KIND_ECHO, text, len, &wire_len) ||
+	    post(cl, IBV_WR_SEND, (uint32_t)wire_len)) {
 		report_error("send", "ibv_post_send failed");
 		goto fail;
 	}
@@ -418,15 +471,18 @@ static int do_write(struct client *cl, const char *text, bool quiet)
 		report_error("write", "the server offers no write window");
 		return -1;
 	}
-	if (len == 0 || len > cl->bs || len > cl->info->remote_len) {
+	size_t wire_len = len;
+
+	if (len == 0 || len > cl->max_msg ||
+	    len + (cl->sealed ? SRDMA_SEAL_OVERHEAD : 0) > cl->info->remote_len) {
 		report_error("write", len ? "text longer than the window" : "nothing to write");
 		return -1;
 	}
-	memcpy(srdma_conn_send_buf(cl->c)->addr, text, len);
 	if (sha256(text, len, mine))
 		return -1;
 	t0 = now_us();
-	if (post(cl, IBV_WR_RDMA_WRITE_WITH_IMM, (uint32_t)len)) {
+	if (stage(cl, APP_KIND_WRITE, text, len, &wire_len) ||
+	    post(cl, IBV_WR_RDMA_WRITE_WITH_IMM, (uint32_t)wire_len)) {
 		report_error("write", "ibv_post_send failed");
 		goto fail;
 	}
@@ -460,6 +516,15 @@ fail:
 }
 
 static void print_connected(const struct srdma_conn_info *i);
+
+/* What the session needs to know of a (new) connection. */
+static void adopt(struct client *cl)
+{
+	cl->info = srdma_conn_info(cl->c);
+	cl->bs = srdma_conn_buf_size(cl->c);
+	cl->sealed = cl->info->seal != SRDMA_SEAL_OFF;
+	cl->max_msg = cl->sealed ? cl->bs - SRDMA_SEAL_OVERHEAD : cl->bs;
+}
 
 /* End the connection: BYE, or ERROR with why we end it (our QP failed, the
  * server broke the protocol) so that the server logs the real reason. */
@@ -535,8 +600,7 @@ static bool recover(struct client *cl)
 	cl->close_code = 0;
 	cl->connected_at = now_us();
 	cl->served = false;
-	cl->info = srdma_conn_info(cl->c);
-	cl->bs = srdma_conn_buf_size(cl->c);
+	adopt(cl);
 	if (json)
 		printf("{\"event\":\"reconnected\",\"attempts\":%u,\"tls_resumed\":%s}\n",
 		       attempts, cl->info->tls_resumed ? "true" : "false");
@@ -608,13 +672,16 @@ static void print_connected(const struct srdma_conn_info *i)
 		printf(",\"tls\":\"%s\",\"cipher\":\"%s\",\"device\":", i->tls_version,
 		       i->tls_cipher);
 		json_string(stdout, i->dev_name, strlen(i->dev_name));
-		printf(",\"mtu\":%d,\"window_bytes\":%u,\"psn_mode\":\"%s\"}\n", 128 << i->path_mtu,
-		       i->remote_len, i->psn_mode == SRDMA_PSN_EXPORTER ? "exporter" : "exchange");
+		printf(",\"mtu\":%d,\"window_bytes\":%u,\"psn_mode\":\"%s\",\"seal\":\"%s\"}\n",
+		       128 << i->path_mtu, i->remote_len,
+		       i->psn_mode == SRDMA_PSN_EXPORTER ? "exporter" : "exchange",
+		       srdma_seal_name(i->seal));
 	} else {
-		printf("connected to %s: %s %s, %s QPN 0x%06x <-> 0x%06x, MTU %d, PSNs verified (%s), peer bound\n",
+		printf("connected to %s: %s %s, %s QPN 0x%06x <-> 0x%06x, MTU %d, PSNs verified (%s), peer bound%s%s\n",
 		       i->peer_addr, i->tls_version, i->tls_cipher, i->dev_name, i->local_qpn,
 		       i->remote_qpn, 128 << i->path_mtu,
-		       i->psn_mode == SRDMA_PSN_EXPORTER ? "exporter" : "exchange");
+		       i->psn_mode == SRDMA_PSN_EXPORTER ? "exporter" : "exchange",
+		       i->seal ? ", sealed with " : "", i->seal ? srdma_seal_name(i->seal) : "");
 		if (verbose)
 			printf("PSN local 0x%06x remote 0x%06x; server window rkey 0x%x, "
 			       "address 0x%llx, %u bytes\n", i->local_psn, i->remote_psn,
@@ -806,6 +873,7 @@ int main(int argc, char **argv)
 		{ "json", no_argument, NULL, 'j' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "psn-mode", required_argument, NULL, 'P' },
+		{ "seal", optional_argument, NULL, 'E' },
 		{ "reconnect", optional_argument, NULL, OPT_RECONNECT },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
@@ -821,7 +889,7 @@ int main(int argc, char **argv)
 
 	srdma_client_opts_init(&o);
 	tool_opts_init(&t, prog);
-	while ((ch = getopt_long(argc, argv, "p:a:c:k:S:d:i:g:s:t:o:T:r:P:jvVh", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "p:a:c:k:S:d:i:g:s:t:o:T:r:P:E::jvVh", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'S': server_name = optarg; break;
 		case 'o':
@@ -873,8 +941,7 @@ int main(int argc, char **argv)
 		srdma_client_free(cl.cl);
 		return 1;
 	}
-	cl.info = srdma_conn_info(cl.c);
-	cl.bs = srdma_conn_buf_size(cl.c);
+	adopt(&cl);
 	cl.connected_at = now_us();
 	print_connected(cl.info);
 	if (interactive)

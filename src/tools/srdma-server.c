@@ -145,6 +145,7 @@ static void usage(FILE *f)
 "CQs, QP and memory (with --srq, its own QP, send CQ and write window beside\n"
 "one shared receive pool). The server echoes each SEND back and accepts RDMA WRITEs\n"
 "into the client's window, acknowledging each with a SHA-256 of what landed.\n"
+"With --seal every message is encrypted and authenticated in software.\n"
 "\n"
 "Options:\n"
 "  -p, --port PORT        TCP port for TLS (default 4433)\n"
@@ -195,6 +196,7 @@ static void usage(FILE *f)
 "  -P, --psn-mode MODE    exchange (default): random PSNs sent inside TLS;\n"
 "                         exporter: both PSNs derived from the TLS session,\n"
 "                         none sent at all (both sides must use the same)\n"
+SEAL_HELP
 "  -R, --no-resumption    issue no TLS session tickets: every client does a\n"
 "                         full handshake (default: one TLS 1.3 ticket per\n"
 "                         handshake, sealed with a key that lives only in\n"
@@ -332,9 +334,10 @@ static void activate(struct server *s, struct slot *sl, unsigned int idx)
 	logf_("client %u: accepted from %s, %s %s%s%s", sl->id, i->peer_addr,
 	      i->tls_version, i->tls_cipher, i->peer_cert_subject[0] ? ", cert " : "",
 	      i->peer_cert_subject);
-	logf_("client %u: QP up on %s: QPN 0x%06x <-> 0x%06x, MTU %d, PSNs (%s) set and verified, peer bound",
+	logf_("client %u: QP up on %s: QPN 0x%06x <-> 0x%06x, MTU %d, PSNs (%s) set and verified, peer bound%s%s",
 	      sl->id, i->dev_name, i->local_qpn, i->remote_qpn,
-	      128 << i->path_mtu, i->psn_mode == SRDMA_PSN_EXPORTER ? "exporter" : "exchange");
+	      128 << i->path_mtu, i->psn_mode == SRDMA_PSN_EXPORTER ? "exporter" : "exchange",
+	      i->seal ? ", sealed with " : "", i->seal ? srdma_seal_name(i->seal) : "");
 	if (verbose)
 		logf_("client %u: PSN local 0x%06x remote 0x%06x; window addr 0x%llx rkey 0x%x len %zu",
 		      sl->id, i->local_psn, i->remote_psn,
@@ -472,50 +475,126 @@ static int reply(struct slot *sl, unsigned int slot, uint32_t len, uint32_t imm)
 	return post_send(sl->conn, slot, len, imm) ? -1 : 0;
 }
 
-/* A receive completed in slot: echo it, or acknowledge a write. */
-static int on_recv(struct slot *sl, const struct ibv_wc *wc)
+/* Sealed (--seal): open what arrived at in (len bytes) as kind want. -2
+ * when it does not open (the library has ended the connection: why says
+ * why), -1 when it opens as another kind. */
+static int open_as(struct slot *sl, void *in, size_t len, uint16_t want, void **msg,
+		   size_t *mlen, char *why, size_t why_len)
+{
+	struct srdma_err err;
+	uint16_t kind;
+
+	if (srdma_conn_open(sl->conn, in, len, &kind, msg, mlen)) {
+		srdma_conn_poll_ctrl(sl->conn, &err);
+		snprintf(why, why_len, "%.180s", err.msg);
+		return -2;
+	}
+	if (kind != want) {
+		snprintf(why, why_len, "a sealed message of kind %u where %u was due", kind, want);
+		return -1;
+	}
+	return 0;
+}
+
+/* A receive completed in slot: echo it, or acknowledge a write. Sealed,
+ * each is opened first, and the answer sealed. -1: a bad message (why
+ * says what), -2: a sealed one refused. */
+static int on_recv(struct slot *sl, const struct ibv_wc *wc, char *why, size_t why_len)
 {
 	struct srdma_conn *c = sl->conn;
 	size_t bs = srdma_conn_buf_size(c);
 	unsigned int slot = (unsigned int)wc->wr_id;
-	const unsigned char *in = (unsigned char *)srdma_conn_recv_buf(c)->addr + slot * bs;
+	unsigned char *in = (unsigned char *)srdma_conn_recv_buf(c)->addr + slot * bs;
 	unsigned char *out = srdma_conn_send_buf(c)->len
 			     ? (unsigned char *)srdma_conn_send_buf(c)->addr + slot * bs
-			     : (unsigned char *)in;	/* shared mode: in place */
+			     : in;	/* shared mode: in place */
+	bool sealed = srdma_conn_info(c)->seal != SRDMA_SEAL_OFF;
+	void *msg;
+	size_t len, sealed_len;
+	int rc;
 
 	if (wc->opcode == IBV_WC_RECV_RDMA_WITH_IMM) {
 		const struct srdma_buf *w = srdma_conn_window(c);
-		uint32_t len = ntohl(wc->imm_data);
+		unsigned char ack[APP_ACK_LEN];
 		uint32_t be;
 
+		len = ntohl(wc->imm_data);
 		if (len > w->len) {
-			logf_("client %u: write notification of %u bytes exceeds the %zu-byte window",
-			      sl->id, len, w->len);
+			snprintf(why, why_len, "a write notification of %zu bytes exceeds the "
+				 "%zu-byte window", len, w->len);
 			return -1;
 		}
-		be = htonl(len);
-		memcpy(out, &be, 4);
-		if (sha256(w->addr, len, out + 4))
+		msg = w->addr;
+		if (sealed) {
+			rc = open_as(sl, w->addr, len, APP_KIND_WRITE, &msg, &len, why, why_len);
+			if (rc)
+				return rc;
+		}
+		be = htonl((uint32_t)len);
+		memcpy(ack, &be, 4);
+		if (sha256(msg, len, ack + 4)) {
+			snprintf(why, why_len, "SHA-256 failed");
 			return -1;
+		}
 		sl->writes++;
 		sl->bytes += len;
 		if (verbose) {
 			/* The client's bytes, escaped: they reach a terminal. */
 			char shown[4 * 60 + 1];
 
-			logf_("client %u: RDMA write of %u bytes: \"%s\"", sl->id, len,
-			      escape_text(shown, sizeof(shown), w->addr, len > 60 ? 60 : len));
+			logf_("client %u: RDMA write of %zu bytes: \"%s\"", sl->id, len,
+			      escape_text(shown, sizeof(shown), msg, len > 60 ? 60 : len));
 		}
 		sl->held++;
-		return reply(sl, slot, APP_ACK_LEN, APP_IMM_WRITE_ACK);
+		if (!sealed) {
+			memcpy(out, ack, sizeof(ack));
+			return reply(sl, slot, APP_ACK_LEN, APP_IMM_WRITE_ACK);
+		}
+		if (srdma_conn_seal(c, APP_KIND_WRITE, ack, sizeof(ack), out, bs, &sealed_len)) {
+			snprintf(why, why_len, "cannot seal the acknowledgement");
+			return -1;
+		}
+		return reply(sl, slot, (uint32_t)sealed_len, APP_IMM_WRITE_ACK);
 	}
-	if (out != in)
-		memcpy(out, in, wc->byte_len);
+	len = wc->byte_len;
+	if (sealed) {
+		rc = open_as(sl, in, len, APP_KIND_ECHO, &msg, &len, why, why_len);
+		/* Sealed again from where it was opened: in place in shared
+		 * mode, else into the send slot. */
+		if (!rc && srdma_conn_seal(c, APP_KIND_ECHO, msg, len, out, bs, &sealed_len)) {
+			snprintf(why, why_len, "cannot seal the echo");
+			rc = -1;
+		}
+		if (rc)
+			return rc;
+	} else {
+		if (out != in)
+			memcpy(out, in, len);
+		sealed_len = len;
+	}
 	sl->echoes++;
-	sl->bytes += wc->byte_len;
+	sl->bytes += len;
 	sl->held++;
 	/* The receive slot goes back up when its echo has been sent. */
-	return reply(sl, slot, wc->byte_len, APP_IMM_ECHO);
+	return reply(sl, slot, (uint32_t)sealed_len, APP_IMM_ECHO);
+}
+
+/* on_recv(), and a client whose message is bad closed with the reason
+ * (SRDMA_ERROR_SEAL for a sealed one refused). false: closed. */
+static bool serve_recv(struct server *s, struct slot *sl, const struct ibv_wc *wc)
+{
+	char why[200], reason[240];
+	int rc;
+
+	why[0] = '\0';
+	rc = on_recv(sl, wc, why, sizeof(why));
+	if (!rc)
+		return true;
+	snprintf(reason, sizeof(reason), "%s: %s",
+		 rc == -2 ? "sealed message refused" : "bad RDMA message",
+		 why[0] ? why : "cannot post the answer");
+	close_slot(s, sl, rc == -2 ? SRDMA_ERROR_SEAL : SRDMA_ERROR_BAD_MESSAGE, reason);
+	return false;
 }
 
 /* Shared mode: how long a client may leave its answers untaken. */
@@ -547,10 +626,8 @@ static bool on_cq(struct server *s, struct slot *sl)
 			return false;
 		}
 		if (wc[k].opcode & IBV_WC_RECV) {
-			if (on_recv(sl, &wc[k])) {
-				close_slot(s, sl, SRDMA_ERROR_BAD_MESSAGE, "bad RDMA message");
+			if (!serve_recv(s, sl, &wc[k]))
 				return false;
-			}
 		} else {
 			sl->held--;
 			if (srdma_conn_post_recv(sl->conn, (unsigned int)wc[k].wr_id)) {
@@ -603,11 +680,7 @@ static bool on_shared_wc(struct server *s, struct slot *sl, const struct ibv_wc 
 		sl->answered_us = now_us();	/* the wait for an answer starts */
 		due_at(s, sl->answered_us + ANSWER_WAIT_MS * 1000.0);
 	}
-	if (on_recv(sl, wc)) {
-		close_slot(s, sl, SRDMA_ERROR_BAD_MESSAGE, "bad RDMA message");
-		return false;
-	}
-	return true;
+	return serve_recv(s, sl, wc);
 }
 
 /* Shared mode: a few batches of every client's completions, then the
@@ -783,6 +856,7 @@ static int parse_args(int argc, char **argv, struct srdma_server_opts *o)
 		{ "crl", required_argument, NULL, 'r' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "psn-mode", required_argument, NULL, 'P' },
+		{ "seal", optional_argument, NULL, 'E' },
 		{ "no-resumption", no_argument, NULL, 'R' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
@@ -793,7 +867,7 @@ static int parse_args(int argc, char **argv, struct srdma_server_opts *o)
 	int ch;
 
 	tool_opts_init(&t, prog);
-	while ((ch = getopt_long(argc, argv, "p:b:c:k:C:m:H:d:i:g:s:t:T:r:P:RvVh", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "p:b:c:k:C:m:H:d:i:g:s:t:T:r:P:E::RvVh", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'b': o->bind_addr = optarg; break;
 		case 'm':
@@ -904,11 +978,12 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	read_counters(s.l, counters_at_start);
-	logf_("srdma-server %s listening on %s port %u, up to %u clients%s%s",
+	logf_("srdma-server %s listening on %s port %u, up to %u clients%s%s%s%s",
 	      srdma_version(), o.bind_addr ? o.bind_addr : "all addresses",
 	      srdma_listener_port(s.l), s.max_clients,
 	      o.client_ca ? ", client certificates required" : "",
-	      s.shared ? ", shared receive pool" : "");
+	      s.shared ? ", shared receive pool" : "",
+	      o.seal ? ", messages sealed with " : "", o.seal ? srdma_seal_name(o.seal) : "");
 
 	/* Liveness timers are looked at six times per peer timeout (at most
 	 * once a second): a dead client is gone within 7/6 of it. */

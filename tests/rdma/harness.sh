@@ -95,16 +95,18 @@ wait_for() {
 }
 
 
-# rogue NAME: start tests/rdma/rogue-client fed by feeder NAME, output in
-# $tmp/NAME.out; waits for its JSON line and sets NAME_rkey and NAME_addr.
+# rogue NAME [ARGS...]: start tests/rdma/rogue-client (with ARGS) fed by
+# feeder NAME, output in $tmp/NAME.out; waits for its JSON line and sets
+# NAME_rkey and NAME_addr.
 rogue() {
 	local name=$1 fdvar=${1}_fd line
+	shift
 	feeder "$name"
 	# (in a subshell that first closes our write end of its own FIFO)
 	(
 		eval "exec ${!fdvar}>&-"
 		exec "${SRDMA_ROGUE:?SRDMA_ROGUE not set}" --ca "$certs/ca.pem" --port "$port" \
-			--dev "$dev" localhost
+			--dev "$dev" "$@" localhost
 	) <"$tmp/$name.in" >"$tmp/$name.out" 2>&1 &
 	wait_for "$tmp/$name.out" '^\{"qpn"' 60 || fail "rogue client $name did not connect: $(cat "$tmp/$name.out")"
 	line=$(grep -m 1 '^{"qpn"' "$tmp/$name.out")

@@ -15,6 +15,10 @@
  *   keyupdate-flood   TLS KeyUpdate(update_requested) records, one after
  *                     another, never reading what comes back, until the
  *                     server hangs up; prints "flood: ..." with how it ended
+ *   replay TEXT       SEND TEXT (sealed, with --seal) and then the very same
+ *                     bytes again, as an attacker who captured and replays a
+ *                     message would; prints "replay: N echoes; HOW" (HOW:
+ *                     the server's reason when it closed)
  *
  * A failed write leaves the TLS connection open: the server can only learn
  * of it through the QP.
@@ -23,8 +27,10 @@
  * data where the binding message belongs, or the TCP connection closed in
  * its place (the library's test seam).
  *
+ * --seal: seal with AES-256-GCM (as srdma-client --seal).
+ *
  * Usage: rogue-client --ca FILE --port N [--dev NAME] [--timeout MS]
- *                     [--binding wrong|none] HOST
+ *                     [--binding wrong|none] [--seal] HOST
  */
 #include <errno.h>
 #include <getopt.h>
@@ -166,6 +172,50 @@ out:
 	fflush(stdout);
 }
 
+/* One message, then its replay: the same bytes posted twice. */
+static void replay(struct srdma_conn *c, const char *text)
+{
+	const struct srdma_buf *b = srdma_conn_send_buf(c);
+	size_t len = strlen(text), wire = len;
+	struct ibv_sge sge = { .addr = (uintptr_t)b->addr, .lkey = b->lkey };
+	struct ibv_send_wr wr = { .sg_list = &sge, .num_sge = 1, .opcode = IBV_WR_SEND }, *bad;
+	struct srdma_err err = { 0 };
+	int64_t end = srdma_now_ms() + 10000;
+	int echoes = 0, rc = 0;
+
+	if (srdma_conn_info(c)->seal)
+		rc = srdma_conn_seal(c, 1, text, len, b->addr, b->len, &wire);
+	else
+		memcpy(b->addr, text, len);
+	sge.length = (uint32_t)wire;
+	if (rc || ibv_post_send(srdma_conn_qp(c), &wr, &bad) ||
+	    ibv_post_send(srdma_conn_qp(c), &wr, &bad)) {
+		printf("replay: cannot post\n");
+		fflush(stdout);
+		return;
+	}
+	while (srdma_now_ms() < end && echoes < 2) {
+		struct ibv_wc wc;
+		int n = srdma_conn_next_wc(c, 500, &wc);
+
+		if (n < 0)
+			break;
+		if (n == 1 && wc.status == IBV_WC_SUCCESS && wc.opcode == IBV_WC_RECV) {
+			echoes++;
+			srdma_conn_post_recv(c, (unsigned int)wc.wr_id);
+		}
+	}
+	rc = srdma_conn_poll_ctrl(c, &err);
+	for (int i = 0; i < 50 && rc == 0 && echoes < 2; i++) {
+		struct pollfd p = { .fd = srdma_conn_ctrl_fd(c), .events = POLLIN };
+
+		poll(&p, 1, 100);
+		rc = srdma_conn_poll_ctrl(c, &err);
+	}
+	printf("replay: %d echoes; %s\n", echoes, rc ? err.msg : "connection open");
+	fflush(stdout);
+}
+
 /* KeyUpdates until the server closes (or a minute passes); never reads. */
 static void flood(struct srdma_conn *c)
 {
@@ -196,6 +246,9 @@ static void run_commands(struct srdma_conn *c)
 			pipeline(c, depth, secs);
 		} else if (sscanf(line, "hoard %d", &depth) == 1) {
 			hoard(c, depth);
+		} else if (!strncmp(line, "replay ", 7)) {
+			line[strcspn(line, "\n")] = '\0';
+			replay(c, line + 7);
 		} else if (!strncmp(line, "keyupdate-flood", 15)) {
 			flood(c);
 		} else {
@@ -213,6 +266,7 @@ int main(int argc, char **argv)
 		{ "dev", required_argument, NULL, 'd' },
 		{ "timeout", required_argument, NULL, 't' },
 		{ "binding", required_argument, NULL, 'b' },
+		{ "seal", no_argument, NULL, 'E' },
 		{ 0 }
 	};
 	struct srdma_client_opts o;
@@ -222,12 +276,13 @@ int main(int argc, char **argv)
 	int ch;
 
 	srdma_client_opts_init(&o);
-	while ((ch = getopt_long(argc, argv, "a:p:d:t:b:", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "a:p:d:t:b:E", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'a': o.ca_file = optarg; break;
 		case 'p': o.port = (uint16_t)atoi(optarg); break;
 		case 'd': o.rdma.dev_name = optarg; break;
 		case 't': o.handshake_ms = atoi(optarg); break;
+		case 'E': o.seal = SRDMA_SEAL_AES_256_GCM; break;
 		case 'b':
 			srdma_binding_fault = !strcmp(optarg, "wrong") ? 1 :
 					      !strcmp(optarg, "none") ? 2 :

@@ -355,6 +355,55 @@ shared)
 	stop_server
 	cat "$tmp/server.log"
 	;;
+seal)
+	# --seal: echo, write and auto sealed; the modes must match; a replayed
+	# message ends the connection (the control: unsealed, it is echoed
+	# twice).
+	start_server --seal
+	out=$(printf 'send hello sealed\nwrite bytes sealed\nauto 20\nstats\nquit\n' | client --seal localhost)
+	rc=$?
+	echo "$out"
+	[ "$rc" = 0 ] || fail "client exited $rc"
+	grep -q '^connected to .*peer bound, sealed with aes-256-gcm$' <<<"$out" || fail "not sealed"
+	grep -q '^echo: hello sealed (' <<<"$out" || fail "no echo"
+	grep -q '^write: 12 bytes, server confirmed (SHA-256 match' <<<"$out" || fail "no confirmed write"
+	grep -q '^auto: 20 rounds: 20/20 echoes ok, 20/20 writes ok' <<<"$out" || fail "auto rounds failed"
+	out=$(printf 'info\nquit\n' | client --json --seal=aes-256-gcm localhost)
+	grep -q '"seal":"aes-256-gcm"' <<<"$out" || fail "no seal in the JSON: $out"
+	# The largest message that fits a 4096-byte slot sealed: 4064 bytes.
+	big=$(head -c 4064 /dev/zero | tr '\0' x)
+	out=$(printf 'send %s\nsend %sx\nquit\n' "$big" "$big" | client --seal localhost 2>&1)
+	grep -q "^echo: x\{4064\} (" <<<"$out" || fail "no echo of 4064 bytes"
+	grep -q 'text longer than the buffer size' <<<"$out" || fail "4065 bytes not refused"
+	# Modes that differ are refused, both ways, with the reason.
+	out=$(echo quit | client localhost 2>&1) && fail "an unsealed client got in: $out"
+	echo "unsealed client: $out"
+	grep -q 'seal mode mismatch: the server seals with aes-256-gcm, the client does not seal' <<<"$out" ||
+		fail "no seal mode reason: $out"
+	out=$(echo quit | client --seal=chacha20-poly1305 localhost 2>&1) && fail "a chacha20 client got in"
+	grep -q 'the client seals with chacha20-poly1305' <<<"$out" || fail "no cipher reason: $out"
+	out=$(client --seal=rot13 localhost 2>&1)
+	[ $? = 2 ] && grep -q "'rot13' is not aes-256-gcm" <<<"$out" || fail "a bad cipher name: $out"
+	# A replay: refused, and the server says why.
+	rogue r1 --seal
+	echo "replay pay 100 to mallory" >&"$r1_fd"
+	wait_for "$tmp/r1.out" '^replay: ' 60 || fail "no replay result"
+	grep '^replay: ' "$tmp/r1.out"
+	grep -q '^replay: 1 echoes; .*replayed' "$tmp/r1.out" || fail "the replay was not refused"
+	wait_for "$tmp/server.log" 'closed: sealed message refused: sealed message number 0 where 1 was due \(replayed\)' 30 ||
+		fail "the server did not log the refused replay"
+	stop_server
+	cat "$tmp/server.log"
+	# Control: the same replay against a server that does not seal.
+	start_server
+	rogue r2
+	echo "replay pay 100 to mallory" >&"$r2_fd"
+	wait_for "$tmp/r2.out" '^replay: ' 60 || fail "no replay result (control)"
+	grep '^replay: ' "$tmp/r2.out"
+	grep -q '^replay: 2 echoes; connection open' "$tmp/r2.out" ||
+		fail "control: unsealed, the replay was not taken twice"
+	stop_server
+	;;
 valgrind|valgrind-shared)
 	# The server's connect/disconnect path under valgrind: no errors, no
 	# definite, indirect or possible leaks, after two sessions and a
