@@ -34,6 +34,7 @@ static struct srdma_client *new_client(const struct opts *o, bool resume)
 	co.rdma.dev_name = o->dev;
 	co.resume = resume;
 	co.handshake_ms = o->handshake_ms;
+	co.seal = o->seal;
 	co.rdma.max_inline = (unsigned int)inline_max;
 	if (o->has_gid)
 		co.rdma.gid_index = (int)o->gid;

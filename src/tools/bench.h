@@ -15,6 +15,7 @@ struct opts {
 	const char *host, *ca, *cert, *key, *dev;
 	unsigned long port, size, iters, gid, depth, parallel, server_pid, idle_s, rounds;
 	int handshake_ms;	/* -t: each connection's setup deadline (0: default) */
+	int seal;		/* --seal: enum srdma_seal_cipher */
 	bool all, json, has_gid, has_iters;
 };
 

@@ -84,6 +84,13 @@ static void usage(FILE *f)
 "  -k, --key FILE         server key (lat/bw server side)\n"
 "  -a, --ca FILE          CA to verify the server (client side)\n"
 "  -j, --json             one JSON object per result row\n"
+"  -E, --seal[=CIPHER]    seal every message (give both sides the same;\n"
+"                         connect, scale: the server's --seal): lat seals\n"
+"                         and opens each message on both sides; bw seals\n"
+"                         each write into one of 4 window slots, and the\n"
+"                         server opens each and returns its slot (a SEND),\n"
+"                         so every byte is sealed and checked. -s stays the\n"
+"                         message's size; 32 bytes more cross the link\n"
 "  -h, --help             show this help\n"
 "\n"
 "Short options mean the same in srdma-server, srdma-client and srdma-bench.\n"
@@ -133,6 +140,7 @@ static int parse(int argc, char **argv, struct opts *o)
 		{ "key", required_argument, NULL, 'k' },
 		{ "ca", required_argument, NULL, 'a' },
 		{ "json", no_argument, NULL, 'j' },
+		{ "seal", optional_argument, NULL, 'E' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
@@ -143,7 +151,7 @@ static int parse(int argc, char **argv, struct opts *o)
 
 	tool_opts_init(&t, prog);
 	/* -x: perftest's letter for the GID index, kept as another name for -g. */
-	while ((ch = getopt_long(argc, argv, "p:d:g:x:s:An:D:I:N:t:c:k:a:jh", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "p:d:g:x:s:An:D:I:N:t:c:k:a:E::jh", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 's':
 			if (!parse_ulong(prog, "--size", optarg, 1, 1ul << 20, &o->size))
@@ -196,6 +204,7 @@ static int parse(int argc, char **argv, struct opts *o)
 	o->ca = t.ca;
 	o->json = t.json;
 	o->handshake_ms = t.handshake_ms;
+	o->seal = t.seal;
 	if (optind >= argc) {
 		fprintf(stderr, "%s: no mode given (lat, bw, connect, scale)\nTry '%s --help'.\n",
 			prog, prog);
