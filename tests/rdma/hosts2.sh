@@ -2,7 +2,9 @@
 # Two hosts: srdma-server in one rxe-vm guest, srdma-client in the other,
 # over the guests' own network (tests/vm/rxe-vm --hosts 2). The scenarios
 # that depend on addressing: echo and write, mutual TLS, exporter PSN mode,
-# and reconnect across a server restart.
+# reconnect across a server restart, and an observer on the link (a capture
+# on the server guest's eth0): it reads an unsealed session's text in the
+# RoCE frames (the control) and not a sealed session's (--seal).
 #   hosts2.sh            on the host: boots the two guests (CTest runs this)
 #   hosts2.sh guest DIR  in each guest (rxe-vm runs this; DIR is the share)
 # Environment: SRDMA_BIN, SRDMA_TEST_CERTS (set by CTest).
@@ -11,6 +13,11 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 bin=${SRDMA_BIN:?SRDMA_BIN not set}
 certs=${SRDMA_TEST_CERTS:?SRDMA_TEST_CERTS not set}
+sniff=${SRDMA_SNIFF:?SRDMA_SNIFF not set}
+# What the observer looks for: the text of an unsealed session, and of a
+# sealed one.
+plain_marker=PLAINTEXT-MARKER-5e1f
+sealed_marker=SEALED-MARKER-c07a
 
 if [ "${1:-}" != guest ]; then
 	# The share must be outside /tmp (the guests keep their /tmp writes).
@@ -49,9 +56,14 @@ if [ "$RXE_VM_ROLE" = server ]; then
 		pid[$name]=$!
 		wait_listen "$port" 60 || fail "$name server did not listen"
 	}
+	# The observer, first: everything that crosses the link from here on.
+	"$sniff" "$RXE_VM_NETDEV" "$run/done" "$plain_marker" "$sealed_marker" >"$run/sniff.out" 2>&1 &
+	sniff_pid=$!
+	wait_for "$run/sniff.out" '^capturing' 60 || fail "the observer did not start: $(cat "$run/sniff.out")"
 	serve plain 4433
 	serve mtls 4434 --client-ca "$certs/ca.pem"
 	serve exporter 4435 --psn-mode exporter
+	serve sealed 4436 --seal
 	touch "$run/ready"
 	end=$((SECONDS + 700))
 	while [ ! -e "$run/done" ] && [ "$SECONDS" -lt "$end" ]; do
@@ -66,7 +78,15 @@ if [ "$RXE_VM_ROLE" = server ]; then
 		sleep 0.2
 	done
 	rc=0
-	for name in plain mtls exporter; do
+	touch "$run/done"	# (also when the wait above ran out)
+	wait "$sniff_pid" || { echo "FAIL: the observer exited $?" >&2; rc=1; }
+	echo "--- the observer on $RXE_VM_NETDEV"
+	cat "$run/sniff.out"
+	grep -Eq "^marker $plain_marker frames [1-9]" "$run/sniff.out" ||
+		{ echo "FAIL: control: the observer did not read the unsealed session's text" >&2; rc=1; }
+	grep -q "^marker $sealed_marker frames 0$" "$run/sniff.out" ||
+		{ echo "FAIL: the observer read the sealed session's text" >&2; rc=1; }
+	for name in plain mtls exporter sealed; do
 		kill -TERM "${pid[$name]}"
 		wait "${pid[$name]}" || { echo "FAIL: $name server exited $? after SIGTERM" >&2; rc=1; }
 		echo "--- $name server log"
@@ -86,12 +106,20 @@ client() { # PORT ARGS...
 }
 
 echo "== echo and write, $RXE_VM_ADDR -> $peer"
-out=$(printf 'send hello across hosts\nwrite bytes across hosts\nquit\n' | client 4433 2>&1) ||
-	fail "echo and write: $out"
+out=$(printf 'send hello across hosts\nwrite bytes across hosts\nsend %s\nwrite %s\nquit\n' \
+	"$plain_marker" "$plain_marker" | client 4433 2>&1) || fail "echo and write: $out"
 echo "$out"
 grep -q "^connected to $peer:4433: TLSv1.3" <<<"$out" || fail "not connected to $peer:4433"
 grep -q '^echo: hello across hosts' <<<"$out" || fail "no echo"
 grep -q '^write: 18 bytes, server confirmed' <<<"$out" || fail "no confirmed write"
+
+echo "== sealed (--seal), with the observer on the link"
+out=$(printf 'send %s\nwrite %s\nauto 5\nquit\n' "$sealed_marker" "$sealed_marker" |
+	client 4436 --seal 2>&1) || fail "sealed: $out"
+echo "$out"
+grep -q '^connected to .*sealed with aes-256-gcm' <<<"$out" && grep -q "^echo: $sealed_marker" <<<"$out" &&
+	grep -q "^write: ${#sealed_marker} bytes, server confirmed" <<<"$out" &&
+	grep -q '^auto: 5 rounds: 5/5 echoes ok, 5/5 writes ok' <<<"$out" || fail "sealed: $out"
 
 echo "== mutual TLS"
 out=$(printf 'send with a certificate\nquit\n' | client 4434 --cert "$certs/client.pem" \
