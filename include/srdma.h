@@ -250,6 +250,8 @@ struct srdma_server_opts {
 	/* Added in 0.5. */
 	int seal;		/* enum srdma_seal_cipher: 0 off; the clients
 				 * must ask for the same (srdma_conn_seal()) */
+	int rekey_interval_ms;	/* 0: off; move every connection to a fresh QP
+				 * (and keys) this often (srdma_conn_rekey()) */
 };
 
 struct srdma_client_opts {
@@ -276,6 +278,7 @@ struct srdma_client_opts {
 	struct srdma_rdma_opts rdma;
 	/* Added in 0.5. */
 	int seal;		/* enum srdma_seal_cipher: as the server's */
+	int rekey_interval_ms;	/* as the server's */
 };
 
 /* Fill with defaults: the size, port SRDMA_DEFAULT_PORT (on the server,
@@ -350,6 +353,9 @@ struct srdma_conn_info {
 	uint32_t remote_len;
 	/* Added in 0.5 (the library allocates this struct: it may grow). */
 	int seal;			/* enum srdma_seal_cipher in use */
+	uint32_t epoch;			/* rekeys done so far (srdma_conn_rekey()):
+					 * the QPNs and PSNs above are the
+					 * current QP's; the seal keys' epoch */
 };
 
 /* A registered buffer. */
@@ -830,6 +836,36 @@ SRDMA_API int srdma_conn_open(struct srdma_conn *c, void *buf, size_t len,
 			      uint16_t *kind, void **msg, size_t *msg_len);
 /* "off", "aes-256-gcm", "chacha20-poly1305" ("unknown" otherwise). */
 SRDMA_API const char *srdma_seal_name(int cipher);
+
+/*
+ * Rekeying, make before break (0.5): move a live connection to a fresh QP
+ * with fresh PSNs (and, sealed, fresh keys in the next epoch) without
+ * losing, duplicating or reordering a message, so that no (QPN, PSN) pair
+ * lives long enough for a PSN sweep (docs/SECURITY.md). Either side may
+ * start one with srdma_conn_rekey() (or by rekey_interval_ms in its
+ * options); the rest runs inside srdma_conn_poll_ctrl() and
+ * srdma_conn_poll_wc() / srdma_conn_next_wc() on both sides, over the
+ * control channel (docs/PROTOCOL.md, "Rekeying"), and ends within
+ * SRDMA_REKEY_TIMEOUT_MS or ends the connection. srdma_conn_rekey()
+ * returns 0 once the offer is out (-EBUSY while one runs; -EOPNOTSUPP in
+ * shared mode or when the peer does not rekey); srdma_conn_rekeying() says
+ * whether one is in flight, srdma_conn_info()->epoch counts those done.
+ *
+ * What a program must do, on a connection that may rekey:
+ *  - take completions only through srdma_conn_poll_wc() or
+ *    srdma_conn_next_wc() (they hide the rekey's own), and serve the
+ *    control channel as always;
+ *  - fetch srdma_conn_qp(c) for each post, from the thread that makes
+ *    those calls: it changes at the switch (the old QP drains and is
+ *    destroyed by the library);
+ *  - sealed: post what srdma_conn_seal() made before its next call into
+ *    the library (the key changes at the switch too).
+ * Completions keep their meaning: a receive's wr_id is its slot, and
+ * slots given back with srdma_conn_post_recv() go where the peer sends.
+ */
+#define SRDMA_REKEY_MAX_MS 30000
+SRDMA_API int srdma_conn_rekey(struct srdma_conn *c, struct srdma_err *err);
+SRDMA_API int srdma_conn_rekeying(const struct srdma_conn *c);
 
 /* Human-readable name of an ERROR code ("server full", ...). */
 SRDMA_API const char *srdma_error_name(uint16_t code);

@@ -148,6 +148,8 @@ static int send_hello(struct srdma_conn *c, int64_t deadline, struct srdma_err *
 	if (c->shape.psn_mode == SRDMA_PSN_EXPORTER)
 		m.u.hello.caps |= SRDMA_CAP_PSN_EXPORTER;
 	m.u.hello.caps |= seal_cap(c->shape.seal);
+	if (!c->shape.sh)
+		m.u.hello.caps |= SRDMA_CAP_REKEY;
 	return srdma_ctrl_send(c, &m, deadline, err);
 }
 
@@ -158,6 +160,7 @@ static int check_hello(struct srdma_conn *c, const struct srdma_hello *h,
 
 	c->peer_window = h->caps & SRDMA_CAP_WRITE_WINDOW;
 	c->peer_pings = h->caps & SRDMA_CAP_PING;
+	c->rk.peer_can = (h->caps & SRDMA_CAP_REKEY) && !c->shape.sh;
 
 	if (h->version != SRDMA_WIRE_VERSION) {
 		srdma_set_err(err, -EPROTONOSUPPORT, "handshake",
@@ -508,6 +511,8 @@ int srdma_conn_setup(struct srdma_conn *c, int64_t deadline, struct srdma_err *e
 	snprintf(i->dev_name, sizeof(i->dev_name), "%s", c->dev->name);
 	c->established = true;
 	c->last_heard_ms = srdma_now_ms();
+	c->rk.interval_ms = c->shape.rekey_ms;
+	c->rk.due_ms = c->last_heard_ms + c->rk.interval_ms;
 	return 0;
 }
 
@@ -638,6 +643,8 @@ static int ctrl_handle(struct srdma_conn *c, const struct srdma_msg *m,
 	case SRDMA_MSG_PONG:
 		c->ping_sent_ms = 0;
 		return 0;
+	case SRDMA_MSG_REKEY:
+		return srdma_rekey_on_msg(c, &m->u.rekey, err);
 	default:
 		srdma_set_err(err, -EPROTO, "read control message",
 			      "unexpected %s after setup", srdma_msg_type_name(m->type));
@@ -738,6 +745,8 @@ int srdma_conn_poll_ctrl(struct srdma_conn *c, struct srdma_err *err)
 	}
 	if (rc == 0)
 		rc = check_liveness(c, &e);
+	if (rc == 0)
+		rc = srdma_rekey_tick(c, &e);
 	if (rc) {
 		c->end_rc = how_it_ended(rc, &e);
 		c->end_err = e;
@@ -751,19 +760,24 @@ int srdma_conn_poll_ctrl(struct srdma_conn *c, struct srdma_err *err)
 int srdma_conn_ctrl_timeout_ms(const struct srdma_conn *c)
 {
 	int64_t due, left;
+	int rk = srdma_rekey_timeout_ms(c), live;
 
-	if (!liveness_on(c) || c->end_rc)
+	if (c->end_rc)
 		return -1;
+	if (!liveness_on(c))
+		return rk;
 	due = c->ping_sent_ms ? c->ping_sent_ms + c->peer_timeout_ms - probe_after_ms(c)
 			      : c->last_heard_ms + probe_after_ms(c);
 	left = due - srdma_now_ms();
-	return left < 0 ? 0 : left > INT32_MAX ? INT32_MAX : (int)left;
+	live = left < 0 ? 0 : left > INT32_MAX ? INT32_MAX : (int)left;
+	return rk >= 0 && rk < live ? rk : live;
 }
 
 void srdma_conn_free(struct srdma_conn *c)
 {
 	if (!c)
 		return;
+	srdma_rekey_free(c);
 	srdma_verbs_destroy(c);
 	srdma_seal_free(c->seal);
 	if (c->ssl) {

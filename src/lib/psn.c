@@ -42,12 +42,22 @@ int srdma_psn_generate(uint32_t *psn)
 int srdma_psn_from_exporter(struct srdma_conn *c, uint32_t *own, uint32_t *peer,
 			    struct srdma_err *err)
 {
+	return srdma_psn_from_exporter_epoch(c, 0, own, peer, err);
+}
+
+/* Epoch 0 (setup) without a context, as version 2 always did; a rekey's
+ * epoch as a 4-byte context. */
+int srdma_psn_from_exporter_epoch(struct srdma_conn *c, uint32_t epoch, uint32_t *own,
+				  uint32_t *peer, struct srdma_err *err)
+{
 	static const char label[] = "EXPORTER-srdma-psn";
-	unsigned char k[6];
+	unsigned char k[6], ctx[4] = { (unsigned char)(epoch >> 24), (unsigned char)(epoch >> 16),
+				      (unsigned char)(epoch >> 8), (unsigned char)epoch };
 	uint32_t client, server;
 
 	if (SSL_export_keying_material(c->ssl, k, sizeof(k), label, strlen(label),
-				       NULL, 0, 0) != 1) {
+				       epoch ? ctx : NULL, epoch ? sizeof(ctx) : 0,
+				       epoch ? 1 : 0) != 1) {
 		srdma_set_err(err, -EPROTO, "generate PSN", "TLS exporter failed");
 		return -EPROTO;
 	}

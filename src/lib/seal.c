@@ -48,12 +48,19 @@ struct seal_dir {
 	EVP_CIPHER_CTX *ctx;
 	uint64_t seq;		/* the next message's */
 	uint32_t dir;		/* 0: client to server, 1: server to client */
+	uint32_t epoch;		/* its key's (a rekey moves each direction on
+				 * its own, at its switch point) */
 };
 
 struct srdma_seal {
 	enum srdma_seal_cipher cipher;
-	uint32_t epoch;
 	struct seal_dir tx, rx;
+	/* After a rekey moved rx on: the previous epoch's, for the messages
+	 * the peer sealed before its switch that the program has not opened
+	 * yet (they all come before the new epoch's: the first new one
+	 * opened ends it). */
+	struct seal_dir rx_prev;
+	bool prev_open;
 	/* Set once, by the first message that fails to open (release);
 	 * why says what it was. Then every open fails. */
 	int broken;
@@ -112,11 +119,12 @@ static uint64_t get_u64(const uint8_t *p)
 
 /* The key is set once; each message sets only its nonce. */
 static int dir_init(struct seal_dir *d, const EVP_CIPHER *evp, bool encrypt, uint32_t dir,
-		    const uint8_t key[SRDMA_SEAL_KEY_LEN])
+		    uint32_t epoch, const uint8_t key[SRDMA_SEAL_KEY_LEN])
 {
 	d->ctx = EVP_CIPHER_CTX_new();
 	d->seq = 0;
 	d->dir = dir;
+	d->epoch = epoch;
 	if (!d->ctx || EVP_CipherInit_ex(d->ctx, evp, NULL, NULL, NULL, encrypt) != 1 ||
 	    EVP_CIPHER_CTX_ctrl(d->ctx, EVP_CTRL_AEAD_SET_IVLEN, SEAL_NONCE_LEN, NULL) != 1 ||
 	    EVP_CipherInit_ex(d->ctx, NULL, NULL, key, NULL, encrypt) != 1)
@@ -137,9 +145,9 @@ int srdma_seal_new(struct srdma_seal **out, enum srdma_seal_cipher cipher, bool 
 	if (!s)
 		return -ENOMEM;
 	s->cipher = cipher;
-	s->epoch = epoch;
-	if (dir_init(&s->tx, evp, true, server ? 1 : 0, tx_key) ||
-	    dir_init(&s->rx, evp, false, server ? 0 : 1, rx_key)) {
+	if (dir_init(&s->tx, evp, true, server ? 1 : 0, epoch, tx_key) ||
+	    dir_init(&s->rx, evp, false, server ? 0 : 1, epoch, rx_key) ||
+	    dir_init(&s->rx_prev, evp, false, server ? 0 : 1, epoch, rx_key)) {
 		srdma_seal_free(s);
 		return -ENOMEM;
 	}
@@ -153,6 +161,7 @@ void srdma_seal_free(struct srdma_seal *s)
 		return;
 	EVP_CIPHER_CTX_free(s->tx.ctx);	/* which wipes the key schedule */
 	EVP_CIPHER_CTX_free(s->rx.ctx);
+	EVP_CIPHER_CTX_free(s->rx_prev.ctx);
 	free(s);
 }
 
@@ -173,9 +182,9 @@ int srdma_seal_keys(SSL *ssl, uint32_t epoch, uint8_t c2s[SRDMA_SEAL_KEY_LEN],
 	return 0;
 }
 
-static void make_nonce(uint8_t nonce[SEAL_NONCE_LEN], const struct seal_dir *d, uint32_t epoch)
+static void make_nonce(uint8_t nonce[SEAL_NONCE_LEN], const struct seal_dir *d)
 {
-	put_u32(nonce, d->dir << 31 | epoch);
+	put_u32(nonce, d->dir << 31 | d->epoch);
 	put_u64(nonce + 4, d->seq);
 }
 
@@ -200,9 +209,9 @@ int srdma_seal_msg(struct srdma_seal *s, uint16_t kind, const void *msg, size_t 
 	o[1] = 0;
 	o[2] = (uint8_t)(kind >> 8);
 	o[3] = (uint8_t)kind;
-	put_u32(o + 4, s->epoch);
+	put_u32(o + 4, s->tx.epoch);
 	put_u64(o + 8, s->tx.seq);
-	make_nonce(nonce, &s->tx, s->epoch);
+	make_nonce(nonce, &s->tx);
 	if (EVP_EncryptInit_ex(s->tx.ctx, NULL, NULL, NULL, nonce) != 1 ||
 	    EVP_EncryptUpdate(s->tx.ctx, NULL, &n, o, SRDMA_SEAL_HDR_LEN) != 1 ||
 	    (len && EVP_EncryptUpdate(s->tx.ctx, o + SRDMA_SEAL_HDR_LEN, &n, msg, (int)len) != 1) ||
@@ -232,6 +241,7 @@ int srdma_seal_open(struct srdma_seal *s, void *buf, size_t len, uint16_t *kind,
 		    void **msg, size_t *msg_len)
 {
 	uint8_t nonce[SEAL_NONCE_LEN], *b = buf;
+	struct seal_dir *d = &s->rx;
 	size_t plen;
 	uint64_t seq;
 	uint32_t epoch;
@@ -250,32 +260,66 @@ int srdma_seal_open(struct srdma_seal *s, void *buf, size_t len, uint16_t *kind,
 			      b[0], b[1]);
 	epoch = get_u32(b + 4);
 	seq = get_u64(b + 8);
-	if (epoch != s->epoch)
+	if (s->prev_open && epoch == s->rx_prev.epoch)
+		d = &s->rx_prev;	/* sealed before the peer's switch */
+	if (epoch != d->epoch)
 		return refuse(s, -EBADMSG, "a sealed message of key epoch %u where %u is in use",
-			      epoch, s->epoch);
-	if (seq != s->rx.seq)
+			      epoch, d->epoch);
+	if (seq != d->seq)
 		return refuse(s, -EBADMSG, "sealed message number %llu where %llu was due (%s)",
-			      (unsigned long long)seq, (unsigned long long)s->rx.seq,
-			      seq < s->rx.seq ? "replayed" : "reordered, or one is missing");
+			      (unsigned long long)seq, (unsigned long long)d->seq,
+			      seq < d->seq ? "replayed" : "reordered, or one is missing");
 	plen = len - SRDMA_SEAL_OVERHEAD;
-	make_nonce(nonce, &s->rx, s->epoch);
-	if (EVP_DecryptInit_ex(s->rx.ctx, NULL, NULL, NULL, nonce) != 1 ||
-	    EVP_DecryptUpdate(s->rx.ctx, NULL, &n, b, SRDMA_SEAL_HDR_LEN) != 1 ||
-	    (plen && EVP_DecryptUpdate(s->rx.ctx, b + SRDMA_SEAL_HDR_LEN, &n,
+	make_nonce(nonce, d);
+	if (EVP_DecryptInit_ex(d->ctx, NULL, NULL, NULL, nonce) != 1 ||
+	    EVP_DecryptUpdate(d->ctx, NULL, &n, b, SRDMA_SEAL_HDR_LEN) != 1 ||
+	    (plen && EVP_DecryptUpdate(d->ctx, b + SRDMA_SEAL_HDR_LEN, &n,
 				       b + SRDMA_SEAL_HDR_LEN, (int)plen) != 1) ||
-	    EVP_CIPHER_CTX_ctrl(s->rx.ctx, EVP_CTRL_AEAD_SET_TAG, SRDMA_SEAL_TAG_LEN,
+	    EVP_CIPHER_CTX_ctrl(d->ctx, EVP_CTRL_AEAD_SET_TAG, SRDMA_SEAL_TAG_LEN,
 				b + SRDMA_SEAL_HDR_LEN + plen) != 1 ||
-	    EVP_DecryptFinal_ex(s->rx.ctx, b + SRDMA_SEAL_HDR_LEN + plen, &n) != 1) {
+	    EVP_DecryptFinal_ex(d->ctx, b + SRDMA_SEAL_HDR_LEN + plen, &n) != 1) {
 		/* What was decrypted in place is not the sender's: wipe it. */
 		OPENSSL_cleanse(b + SRDMA_SEAL_HDR_LEN, plen);
 		return refuse(s, -EBADMSG, "sealed message number %llu does not verify "
 			      "(forged or altered)", (unsigned long long)seq);
 	}
-	s->rx.seq++;
+	d->seq++;
+	if (d == &s->rx)
+		s->prev_open = false;	/* the old epoch's messages are all behind */
 	*kind = (uint16_t)(b[2] << 8 | b[3]);
 	*msg = b + SRDMA_SEAL_HDR_LEN;
 	*msg_len = plen;
 	return 0;
+}
+
+/* A new key for one direction, from its next message on. */
+static int dir_rekey(struct seal_dir *d, bool encrypt, uint32_t epoch,
+		     const uint8_t key[SRDMA_SEAL_KEY_LEN])
+{
+	if (epoch > SRDMA_SEAL_MAX_EPOCH)
+		return -EINVAL;
+	if (EVP_CipherInit_ex(d->ctx, NULL, NULL, key, NULL, encrypt) != 1)
+		return -EIO;
+	d->epoch = epoch;
+	d->seq = 0;
+	return 0;
+}
+
+int srdma_seal_rekey_tx(struct srdma_seal *s, uint32_t epoch, const uint8_t key[SRDMA_SEAL_KEY_LEN])
+{
+	return dir_rekey(&s->tx, true, epoch, key);
+}
+
+int srdma_seal_rekey_rx(struct srdma_seal *s, uint32_t epoch, const uint8_t key[SRDMA_SEAL_KEY_LEN])
+{
+	struct seal_dir old = s->rx;
+
+	/* The current one stays open (as the previous) for what the peer
+	 * sealed before its switch; the new key goes into the other context. */
+	s->rx = s->rx_prev;
+	s->rx_prev = old;
+	s->prev_open = true;
+	return dir_rekey(&s->rx, false, epoch, key);
 }
 
 const char *srdma_seal_broken(const struct srdma_seal *s)

@@ -155,6 +155,7 @@ int srdma_listen(const struct srdma_server_opts *opts, struct srdma_listener **o
 	l->peer_timeout_ms = srdma_peer_timeout(o->peer_timeout_ms);
 	srdma_qp_shape_from_opts(&l->shape, &o->rdma);
 	l->shape.seal = (enum srdma_seal_cipher)o->seal;
+	l->shape.rekey_ms = o->rekey_interval_ms > 0 ? o->rekey_interval_ms : 0;
 
 	if (o->crl_file && !o->client_ca) {
 		srdma_set_err(err, -EINVAL, "options",

@@ -175,9 +175,41 @@ struct srdma_qp_shape {
 	uint32_t max_inline;		/* inline bytes asked of the QP */
 	enum srdma_psn_mode psn_mode;
 	enum srdma_seal_cipher seal;	/* SRDMA_SEAL_OFF: none */
+	int rekey_ms;			/* rekey_interval_ms (0: off) */
 	struct srdma_shared *sh;	/* shared mode (server): the listener's */
 };
 void srdma_qp_shape_from_opts(struct srdma_qp_shape *s, const struct srdma_rdma_opts *o);
+
+/*
+ * A rekey in flight (rekey.c; docs/PROTOCOL.md, "Rekeying"). The send side
+ * and the receive side each move from the old QP to the new one at their
+ * own point: ours when we post our marker (the last message on the old
+ * QP), the peer's when its marker arrives. Until the peer's marker, the
+ * new QP's receives are held back so that nothing overtakes the old
+ * stream; once both have moved and our marker has completed, the old QP is
+ * failed, its posted receives come back flushed and go up on the new QP,
+ * and it is destroyed.
+ */
+#define SRDMA_WR_ID_REKEY (UINT64_MAX - 1)	/* our marker's send */
+#define SRDMA_REKEY_TIMEOUT_MS SRDMA_REKEY_MAX_MS	/* a rekey in flight ends by then */
+struct srdma_rekey {
+	int state;			/* enum rk_state (rekey.c); 0: none */
+	bool peer_can;			/* the peer's HELLO set SRDMA_CAP_REKEY */
+	bool offered_by_us;
+	struct ibv_qp *qp_new, *qp_old;
+	struct ibv_qp *rx_qp;		/* receives go here (NULL: c->qp) */
+	struct srdma_params local, remote;	/* the new QP's */
+	uint32_t epoch;			/* current (0 from setup); +1 in flight */
+	uint32_t tx_token, rx_token;	/* this rekey's markers (immediates) */
+	bool tx_switched, rx_switched, marker_posted, marker_done, old_failed;
+	uint32_t on_old;		/* receive slots still posted on qp_old */
+	bool failed;			/* a step in a poll failed: end it */
+	uint8_t key_tx[32], key_rx[32];	/* the next epoch's seal keys */
+	int64_t deadline_ms;		/* the rekey in flight must end by then */
+	int interval_ms;		/* 0: only when asked */
+	int64_t due_ms;			/* the next one by interval */
+	unsigned long long done;
+};
 
 struct srdma_conn {
 	int fd;
@@ -215,6 +247,8 @@ struct srdma_conn {
 	struct srdma_conn *ready_next;
 	void *user;			/* srdma_conn_set_context() */
 	struct srdma_seal *seal;	/* sealed messages, else NULL */
+	uint32_t rx_posted;		/* own receive slots posted (bit per slot) */
+	struct srdma_rekey rk;		/* rekeying (rekey.c) */
 
 	/* Partial control message read by srdma_conn_poll_ctrl(). */
 	uint8_t ctrl_buf[SRDMA_WIRE_MAX_MSG];
@@ -334,11 +368,41 @@ int srdma_seal_msg(struct srdma_seal *s, uint16_t kind, const void *msg, size_t 
 /* 0, -ENOTCONN (broken before), or -EBADMSG (broken now: see below). */
 int srdma_seal_open(struct srdma_seal *s, void *buf, size_t len, uint16_t *kind,
 		    void **msg, size_t *msg_len);
+/* Rekeying: one direction moves to epoch's key, its numbers from 0 (the
+ * sender's at its switch point, the receiver's at the peer's marker). */
+int srdma_seal_rekey_tx(struct srdma_seal *s, uint32_t epoch, const uint8_t key[SRDMA_SEAL_KEY_LEN]);
+int srdma_seal_rekey_rx(struct srdma_seal *s, uint32_t epoch, const uint8_t key[SRDMA_SEAL_KEY_LEN]);
 /* Why the first open failed, or NULL while none has. */
 const char *srdma_seal_broken(const struct srdma_seal *s);
 enum srdma_seal_cipher srdma_seal_cipher_of(const struct srdma_seal *s);
 /* Messages sealed so far in this epoch. */
 uint64_t srdma_seal_sent(const struct srdma_seal *s);
+
+/* --- rekeying (rekey.c) --- */
+
+/* A REKEY message from the peer (poll_ctrl): 0, or ends the connection. */
+int srdma_rekey_on_msg(struct srdma_conn *c, const struct srdma_rekey_msg *m,
+		       struct srdma_err *err);
+/* Timers (interval, deadline) and a marker that found the send queue
+ * full: 0, or 1 / negative with err (the connection ends). */
+int srdma_rekey_tick(struct srdma_conn *c, struct srdma_err *err);
+/* ms until srdma_rekey_tick() must run (-1: none). */
+int srdma_rekey_timeout_ms(const struct srdma_conn *c);
+/* srdma_conn_poll_wc()'s filter over wc[0..n) just polled: keeps (in
+ * order, at the front) what is the program's; returns how many. */
+int srdma_rekey_filter(struct srdma_conn *c, struct ibv_wc *wc, int n, struct srdma_err *err);
+/* Destroy whichever QP a rekey left beside c->qp. */
+void srdma_rekey_free(struct srdma_conn *c);
+
+/* verbs.c helpers for it: another QP on c's CQs (INIT, no receives), one
+ * taken to RTR/RTS with these parameters and verified, a receive on it. */
+int srdma_verbs_another_qp(struct srdma_conn *c, struct ibv_qp **out, struct srdma_err *err);
+int srdma_verbs_connect_qp(struct srdma_conn *c, struct ibv_qp *qp,
+			   const struct srdma_params *local, const struct srdma_params *remote,
+			   struct srdma_err *err);
+int srdma_verbs_post_recv_on(struct srdma_conn *c, struct ibv_qp *qp, unsigned int slot);
+int srdma_psn_from_exporter_epoch(struct srdma_conn *c, uint32_t epoch, uint32_t *own,
+				  uint32_t *peer, struct srdma_err *err);
 
 /* --- peer binding (binding.c): the message, made and checked --- */
 

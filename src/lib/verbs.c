@@ -201,8 +201,8 @@ static void dereg_buf(struct srdma_buf *b, struct ibv_mr **mr)
 	memset(b, 0, sizeof(*b));
 }
 
-/* Receive slot slot of c's own (the default mode). */
-static int post_own_recv(struct srdma_conn *c, unsigned int slot)
+/* Receive slot slot of c's own (the default mode), on qp. */
+static int post_recv_on(struct srdma_conn *c, struct ibv_qp *qp, unsigned int slot)
 {
 	struct ibv_sge sge = {
 		.addr = (uintptr_t)c->recv_buf.addr + (uint64_t)slot * c->shape.buf_size,
@@ -216,9 +216,26 @@ static int post_own_recv(struct srdma_conn *c, unsigned int slot)
 	};
 	struct ibv_recv_wr *bad;
 
+	int rc;
+
 	if (slot >= SRDMA_SLOTS)
 		return -EINVAL;
-	return -ibv_post_recv(c->qp, &wr, &bad);
+	rc = -ibv_post_recv(qp, &wr, &bad);
+	if (!rc)
+		c->rx_posted |= 1u << slot;
+	return rc;
+}
+
+int srdma_verbs_post_recv_on(struct srdma_conn *c, struct ibv_qp *qp, unsigned int slot)
+{
+	return post_recv_on(c, qp, slot);
+}
+
+/* On the QP that receives: c's, or during a rekey the one the peer's
+ * stream is on (rekey.c). */
+static int post_own_recv(struct srdma_conn *c, unsigned int slot)
+{
+	return post_recv_on(c, c->rk.rx_qp ? c->rk.rx_qp : c->qp, slot);
 }
 
 int srdma_conn_post_recv(struct srdma_conn *c, unsigned int slot)
@@ -226,7 +243,7 @@ int srdma_conn_post_recv(struct srdma_conn *c, unsigned int slot)
 	return c->shape.sh ? srdma_shared_post_recv(c, slot) : post_own_recv(c, slot);
 }
 
-static int qp_to_init(struct srdma_conn *c, struct srdma_err *err)
+static int qp_to_init(struct srdma_conn *c, struct ibv_qp *qp, struct srdma_err *err)
 {
 	struct ibv_qp_attr a = {
 		.qp_state = IBV_QPS_INIT,
@@ -235,7 +252,7 @@ static int qp_to_init(struct srdma_conn *c, struct srdma_err *err)
 		/* Only the server's QP takes remote writes (into its window). */
 		.qp_access_flags = c->window.len ? IBV_ACCESS_REMOTE_WRITE : 0,
 	};
-	int rc = ibv_modify_qp(c->qp, &a, IBV_QP_STATE | IBV_QP_PKEY_INDEX |
+	int rc = ibv_modify_qp(qp, &a, IBV_QP_STATE | IBV_QP_PKEY_INDEX |
 			       IBV_QP_PORT | IBV_QP_ACCESS_FLAGS);
 
 	return rc ? verr(err, rc, "modify QP to INIT") : 0;
@@ -245,9 +262,11 @@ static int qp_to_init(struct srdma_conn *c, struct srdma_err *err)
  * The RC QP on c's CQs, taken to INIT: receives from its own queue
  * (srq NULL, SRDMA_SLOTS of them) or from the shared pool's SRQ.
  */
-static int create_qp(struct srdma_conn *c, struct ibv_srq *srq, struct srdma_err *err)
+static int create_qp_as(struct srdma_conn *c, struct ibv_srq *srq, struct ibv_qp **out,
+			struct srdma_err *err)
 {
 	struct ibv_qp_init_attr qa;
+	struct ibv_qp *qp;
 	int rc;
 
 	memset(&qa, 0, sizeof(qa));
@@ -264,16 +283,27 @@ static int create_qp(struct srdma_conn *c, struct ibv_srq *srq, struct srdma_err
 	 * them is slower even for sends that do not use them (bench/compare:
 	 * +1.5 us per 8-byte one-way trip under emulation). */
 	qa.cap.max_inline_data = c->shape.max_inline;
-	c->qp = ibv_create_qp(c->pd, &qa);
-	if (!c->qp) {
+	qp = ibv_create_qp(c->pd, &qa);
+	if (!qp) {
 		rc = verr(err, -1, "create QP");
 		if (c->shape.max_inline && err)
 			snprintf(err->msg + strlen(err->msg), sizeof(err->msg) - strlen(err->msg),
 				 " (with %u bytes of inline data)", c->shape.max_inline);
 		return rc;
 	}
+	*out = qp;	/* the caller's from here: destroyed with it on failure */
 	c->shape.max_inline = qa.cap.max_inline_data;
-	return qp_to_init(c, err);
+	return qp_to_init(c, qp, err);
+}
+
+static int create_qp(struct srdma_conn *c, struct ibv_srq *srq, struct srdma_err *err)
+{
+	return create_qp_as(c, srq, &c->qp, err);
+}
+
+int srdma_verbs_another_qp(struct srdma_conn *c, struct ibv_qp **out, struct srdma_err *err)
+{
+	return create_qp_as(c, NULL, out, err);
 }
 
 int srdma_window_fault;	/* tests only: see srdma_internal.h */
@@ -396,9 +426,9 @@ int srdma_verbs_local_params(struct srdma_conn *c, struct srdma_err *err)
 	return 0;
 }
 
-static int qp_to_rtr(struct srdma_conn *c, enum ibv_mtu mtu, struct srdma_err *err)
+static int qp_to_rtr(struct srdma_conn *c, struct ibv_qp *qp, const struct srdma_params *peer,
+		     enum ibv_mtu mtu, struct srdma_err *err)
 {
-	const struct srdma_params *peer = &c->remote;
 	struct ibv_qp_attr a = {
 		.qp_state = IBV_QPS_RTR,
 		.path_mtu = mtu,
@@ -419,23 +449,23 @@ static int qp_to_rtr(struct srdma_conn *c, enum ibv_mtu mtu, struct srdma_err *e
 		a.ah_attr.grh.sgid_index = (uint8_t)c->dev->gid_index;
 		a.ah_attr.grh.hop_limit = 64;
 	}
-	rc = ibv_modify_qp(c->qp, &a, IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU |
+	rc = ibv_modify_qp(qp, &a, IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU |
 			   IBV_QP_DEST_QPN | IBV_QP_RQ_PSN |
 			   IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER);
 	return rc ? verr(err, rc, "modify QP to RTR") : 0;
 }
 
-static int qp_to_rts(struct srdma_conn *c, struct srdma_err *err)
+static int qp_to_rts(struct ibv_qp *qp, const struct srdma_params *local, struct srdma_err *err)
 {
 	struct ibv_qp_attr a = {
 		.qp_state = IBV_QPS_RTS,
-		.sq_psn = c->local.psn,
+		.sq_psn = local->psn,
 		.timeout = 14,
 		.retry_cnt = 7,
 		.rnr_retry = 7,
 		.max_rd_atomic = 0,
 	};
-	int rc = ibv_modify_qp(c->qp, &a, IBV_QP_STATE | IBV_QP_SQ_PSN |
+	int rc = ibv_modify_qp(qp, &a, IBV_QP_STATE | IBV_QP_SQ_PSN |
 			       IBV_QP_TIMEOUT | IBV_QP_RETRY_CNT |
 			       IBV_QP_RNR_RETRY | IBV_QP_MAX_QP_RD_ATOMIC);
 
@@ -443,20 +473,21 @@ static int qp_to_rts(struct srdma_conn *c, struct srdma_err *err)
 }
 
 /* The device must hold what we negotiated, or we refuse the connection. */
-static int qp_verify(struct srdma_conn *c, struct srdma_err *err)
+static int qp_verify(struct ibv_qp *qp, const struct srdma_params *local,
+		     const struct srdma_params *remote, struct srdma_err *err)
 {
 	struct ibv_qp_attr a;
 	struct ibv_qp_init_attr ia;
-	int rc = ibv_query_qp(c->qp, &a, IBV_QP_STATE | IBV_QP_RQ_PSN |
+	int rc = ibv_query_qp(qp, &a, IBV_QP_STATE | IBV_QP_RQ_PSN |
 			      IBV_QP_SQ_PSN | IBV_QP_DEST_QPN, &ia);
 
 	if (rc)
 		return verr(err, rc, "verify QP");
-	if (a.qp_state != IBV_QPS_RTS || a.rq_psn != c->remote.psn ||
-	    a.sq_psn != c->local.psn || a.dest_qp_num != c->remote.qpn) {
+	if (a.qp_state != IBV_QPS_RTS || a.rq_psn != remote->psn ||
+	    a.sq_psn != local->psn || a.dest_qp_num != remote->qpn) {
 		srdma_set_err(err, -EPROTO, "verify QP",
 			      "QP does not hold the negotiated values (state %d, dest QPN %u/%u)",
-			      a.qp_state, a.dest_qp_num, c->remote.qpn);
+			      a.qp_state, a.dest_qp_num, remote->qpn);
 		return -EPROTO;
 	}
 	return 0;
@@ -472,15 +503,28 @@ int srdma_verbs_connect(struct srdma_conn *c, struct srdma_err *err)
 	/* Shared mode: receives are routed to c before any can arrive. */
 	rc = c->shape.sh ? srdma_shared_attach(c, err) : 0;
 	if (!rc)
-		rc = qp_to_rtr(c, mtu, err);
+		rc = qp_to_rtr(c, c->qp, &c->remote, mtu, err);
 	if (!rc)
-		rc = qp_to_rts(c, err);
+		rc = qp_to_rts(c->qp, &c->local, err);
 	if (!rc)
-		rc = qp_verify(c, err);
+		rc = qp_verify(c->qp, &c->local, &c->remote, err);
 	if (rc)
 		return rc;
 	c->info.path_mtu = mtu;
 	return 0;
+}
+
+int srdma_verbs_connect_qp(struct srdma_conn *c, struct ibv_qp *qp,
+			   const struct srdma_params *local, const struct srdma_params *remote,
+			   struct srdma_err *err)
+{
+	int rc = qp_to_rtr(c, qp, remote, c->info.path_mtu, err);
+
+	if (!rc)
+		rc = qp_to_rts(qp, local, err);
+	if (!rc)
+		rc = qp_verify(qp, local, remote, err);
+	return rc;
 }
 
 void srdma_verbs_destroy(struct srdma_conn *c)
@@ -495,7 +539,7 @@ void srdma_verbs_destroy(struct srdma_conn *c)
 		memset(&c->recv_buf, 0, sizeof(c->recv_buf));
 		return;
 	}
-	/* Reverse order of creation. */
+	/* Reverse order of creation (a rekey's other QP went first). */
 	if (c->qp)
 		ibv_destroy_qp(c->qp);
 	c->qp = NULL;
@@ -538,6 +582,25 @@ static int poll_both(struct srdma_conn *c, struct ibv_wc *wc, int max)
 	return m < 0 ? -EIO : n + m;
 }
 
+/* Up to max of the program's completions: the library's own (a rekey's
+ * markers and flushed receives) are taken out, and the CQs polled on
+ * until max are found or they run dry (then fewer). */
+static int poll_programs(struct srdma_conn *c, struct ibv_wc *wc, int max)
+{
+	int got = 0;
+
+	while (got < max) {
+		int asked = max - got, n = poll_both(c, wc + got, asked);
+
+		if (n < 0)
+			return n;
+		got += srdma_rekey_filter(c, wc + got, n, NULL);
+		if (n < asked)
+			break;
+	}
+	return got;
+}
+
 int srdma_conn_poll_wc(struct srdma_conn *c, struct ibv_wc *wc, int max)
 {
 	int n, m;
@@ -548,13 +611,13 @@ int srdma_conn_poll_wc(struct srdma_conn *c, struct ibv_wc *wc, int max)
 		return -EINVAL;
 	if (take_events(c))
 		return -EIO;
-	n = poll_both(c, wc, max);
+	n = poll_programs(c, wc, max);
 	if (n < 0 || n == max)
 		return n;	/* full: the caller comes back, unarmed */
 	/* Drained: arm, then look once more, for what came before the arming. */
 	if (ibv_req_notify_cq(c->send_cq, 0) || ibv_req_notify_cq(c->recv_cq, 0))
 		return -EIO;
-	m = poll_both(c, wc + n, max - n);
+	m = poll_programs(c, wc + n, max - n);
 	return m < 0 ? m : n + m;
 }
 

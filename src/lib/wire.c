@@ -17,6 +17,7 @@
 #define HELLO_BODY_LEN		6	/* u16 version, u32 caps */
 #define PARAMS_BODY_LEN		43	/* 4 + 4 + 2 + 16 + 1 + 8 + 4 + 4 */
 #define EMPTY_BODY_LEN		0	/* READY, BYE, PING, PONG */
+#define REKEY_BODY_LEN		9	/* u8 phase, u32 qpn, u32 psn */
 #define ERROR_CODE_LEN		2
 
 #define QPN_MIN			2u	/* QPN 0 (SMI) and 1 (GSI) are reserved */
@@ -167,7 +168,7 @@ int srdma_wbuf_put_bytes(struct srdma_wbuf *w, const void *p, size_t n)
 
 static bool msg_type_known(uint16_t type)
 {
-	return type >= SRDMA_MSG_HELLO && type <= SRDMA_MSG_PONG;
+	return type >= SRDMA_MSG_HELLO && type <= SRDMA_MSG_LAST;
 }
 
 /*
@@ -199,6 +200,20 @@ static bool window_valid(const struct srdma_params *pm)
 	if (pm->len > SRDMA_WIRE_MAX_WINDOW)
 		return false;
 	return pm->addr <= UINT64_MAX - pm->len;
+}
+
+/* OFFER and ANSWER name a QP; SWITCH names nothing. */
+static bool rekey_valid(const struct srdma_rekey_msg *r)
+{
+	switch (r->phase) {
+	case SRDMA_REKEY_OFFER:
+	case SRDMA_REKEY_ANSWER:
+		return r->qpn >= QPN_MIN && r->qpn <= QPN_MAX && r->psn <= PSN_MAX;
+	case SRDMA_REKEY_SWITCH:
+		return r->qpn == 0 && r->psn == 0;
+	default:
+		return false;
+	}
 }
 
 static bool params_valid(const struct srdma_params *pm)
@@ -235,6 +250,11 @@ static int msg_body_len(const struct srdma_msg *m, size_t *len)
 	case SRDMA_MSG_PING:
 	case SRDMA_MSG_PONG:
 		*len = EMPTY_BODY_LEN;
+		return 0;
+	case SRDMA_MSG_REKEY:
+		if (!rekey_valid(&m->u.rekey))
+			return -EINVAL;
+		*len = REKEY_BODY_LEN;
 		return 0;
 	case SRDMA_MSG_ERROR:
 		/* No NUL within the array means the text is too long (or garbage). */
@@ -289,6 +309,17 @@ static int put_error(struct srdma_wbuf *w, const struct srdma_error_msg *e, size
 	return rc;
 }
 
+static int put_rekey(struct srdma_wbuf *w, const struct srdma_rekey_msg *r)
+{
+	int rc = srdma_wbuf_put_u8(w, r->phase);
+
+	if (!rc)
+		rc = srdma_wbuf_put_u32(w, r->qpn);
+	if (!rc)
+		rc = srdma_wbuf_put_u32(w, r->psn);
+	return rc;
+}
+
 static int put_body(struct srdma_wbuf *w, const struct srdma_msg *m, size_t body_len)
 {
 	switch (m->type) {
@@ -298,6 +329,8 @@ static int put_body(struct srdma_wbuf *w, const struct srdma_msg *m, size_t body
 		return put_params(w, &m->u.params);
 	case SRDMA_MSG_ERROR:
 		return put_error(w, &m->u.error, body_len - ERROR_CODE_LEN);
+	case SRDMA_MSG_REKEY:
+		return put_rekey(w, &m->u.rekey);
 	default:	/* READY, BYE, PING, PONG: empty */
 		return 0;
 	}
@@ -371,6 +404,8 @@ static int body_len_ok(uint16_t type, size_t len)
 	case SRDMA_MSG_PING:
 	case SRDMA_MSG_PONG:
 		return len == EMPTY_BODY_LEN ? 0 : -EBADMSG;
+	case SRDMA_MSG_REKEY:
+		return len == REKEY_BODY_LEN ? 0 : -EBADMSG;
 	case SRDMA_MSG_ERROR:
 		if (len < ERROR_CODE_LEN || len - ERROR_CODE_LEN > SRDMA_WIRE_MAX_TEXT)
 			return -EBADMSG;
@@ -411,6 +446,19 @@ static int get_params(struct srdma_cursor *c, struct srdma_params *pm)
 	if (rc)
 		return rc;
 	return params_valid(pm) ? 0 : -ERANGE;
+}
+
+static int get_rekey(struct srdma_cursor *c, struct srdma_rekey_msg *r)
+{
+	int rc = srdma_cursor_get_u8(c, &r->phase);
+
+	if (!rc)
+		rc = srdma_cursor_get_u32(c, &r->qpn);
+	if (!rc)
+		rc = srdma_cursor_get_u32(c, &r->psn);
+	if (rc)
+		return rc;
+	return rekey_valid(r) ? 0 : -ERANGE;
 }
 
 /* e->text must be zeroed: it gets the text bytes and keeps a NUL after them. */
@@ -454,6 +502,9 @@ int srdma_wire_decode_body(uint16_t type, const void *body, size_t len, struct s
 		break;
 	case SRDMA_MSG_ERROR:
 		rc = get_error(&c, &tmp.u.error);
+		break;
+	case SRDMA_MSG_REKEY:
+		rc = get_rekey(&c, &tmp.u.rekey);
 		break;
 	default:	/* READY, BYE, PING, PONG: empty, already length-checked */
 		break;
@@ -502,6 +553,8 @@ const char *srdma_msg_type_name(uint16_t type)
 		return "PING";
 	case SRDMA_MSG_PONG:
 		return "PONG";
+	case SRDMA_MSG_REKEY:
+		return "REKEY";
 	default:
 		return "UNKNOWN";
 	}

@@ -33,7 +33,9 @@ enum srdma_msg_type {
 	SRDMA_MSG_BYE = 5,
 	SRDMA_MSG_PING = 6,	/* liveness probe; only to a peer with SRDMA_CAP_PING */
 	SRDMA_MSG_PONG = 7,	/* the answer to PING */
+	SRDMA_MSG_REKEY = 8,	/* moving to a fresh QP; only to a peer with SRDMA_CAP_REKEY */
 };
+#define SRDMA_MSG_LAST SRDMA_MSG_REKEY
 
 /* ERROR codes: enum srdma_error_code in srdma.h (public: a peer's
  * err->peer_code, srdma_conn_close()'s code). */
@@ -47,6 +49,8 @@ enum srdma_msg_type {
  * one set; both sides must set the same). */
 #define SRDMA_CAP_SEAL_AES_256_GCM	0x8u
 #define SRDMA_CAP_SEAL_CHACHA20	0x10u
+/* HELLO caps: the sender takes part in rekeying (REKEY). */
+#define SRDMA_CAP_REKEY		0x20u
 #define SRDMA_CAP_SEAL_MASK	(SRDMA_CAP_SEAL_AES_256_GCM | SRDMA_CAP_SEAL_CHACHA20)
 
 struct srdma_hello {
@@ -65,6 +69,19 @@ struct srdma_params {
 	uint32_t len;		/* <= SRDMA_WIRE_MAX_WINDOW; addr + len must not overflow uint64 */
 };
 
+/* REKEY phases (docs/PROTOCOL.md, "Rekeying"). */
+enum srdma_rekey_phase {
+	SRDMA_REKEY_OFFER = 1,	/* the new QP's QPN and PSN */
+	SRDMA_REKEY_ANSWER = 2,	/* the peer's new QP, already in RTS */
+	SRDMA_REKEY_SWITCH = 3,	/* the offerer has switched: qpn and psn 0 */
+};
+
+struct srdma_rekey_msg {
+	uint8_t phase;		/* enum srdma_rekey_phase */
+	uint32_t qpn;		/* OFFER, ANSWER: 2..0xffffff; SWITCH: 0 */
+	uint32_t psn;		/* 24-bit (0 in exporter mode); SWITCH: 0 */
+};
+
 struct srdma_error_msg {
 	uint16_t code;
 	char text[SRDMA_WIRE_MAX_TEXT + 1];	/* NUL-terminated */
@@ -76,6 +93,7 @@ struct srdma_msg {
 		struct srdma_hello hello;
 		struct srdma_params params;
 		struct srdma_error_msg error;
+		struct srdma_rekey_msg rekey;
 	} u;
 };
 
@@ -142,7 +160,8 @@ int srdma_wire_decode_body(uint16_t type, const void *body, size_t len, struct s
  * words for a log: "a field out of range", ... */
 const char *srdma_wire_error_text(int rc);
 
-/* "HELLO", "PARAMS", "READY", "ERROR", "BYE", "PING", "PONG", or "UNKNOWN". */
+/* "HELLO", "PARAMS", "READY", "ERROR", "BYE", "PING", "PONG", "REKEY", or
+ * "UNKNOWN". */
 const char *srdma_msg_type_name(uint16_t type);
 
 /*

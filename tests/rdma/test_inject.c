@@ -367,6 +367,64 @@ static void sealed_injection_is_refused(void **state)
 	pair_seal = 0;
 }
 
+/* Drive both ends until a rekey has finished on both (no traffic: the
+ * markers are the only messages). */
+static void finish_rekey(struct srdma_conn *a, struct srdma_conn *b)
+{
+	int64_t spins = 0;
+
+	while (srdma_conn_rekeying(a) || srdma_conn_rekeying(b)) {
+		struct ibv_wc wc[4];
+		struct srdma_err err;
+
+		assert_true(srdma_conn_poll_wc(a, wc, 4) >= 0);
+		assert_true(srdma_conn_poll_wc(b, wc, 4) >= 0);
+		assert_int_equal(srdma_conn_poll_ctrl(a, &err), 0);
+		assert_int_equal(srdma_conn_poll_ctrl(b, &err), 0);
+		assert_true(++spins < 50000000);
+	}
+}
+
+/*
+ * After a rekey the old QP is gone: a SEND forged with the old QPN and the
+ * PSN it was waiting for (which an attacker who had learnt both would
+ * use) delivers nothing. Control: the same forgery against the new QP,
+ * with its PSN, is delivered (the path works; before the rekey, see
+ * control_correct_psn_is_delivered).
+ */
+static void old_qp_is_dead_after_a_rekey(void **state)
+{
+	struct srdma_listener *l = pair_listen(SRDMA_PSN_EXCHANGE);
+	struct srdma_conn *s, *c;
+	uint32_t old_qpn, old_psn;
+	struct srdma_err err;
+	struct forge f;
+	char got[64];
+
+	(void)state;
+	forge_open(&f);
+	pair_connect(l, SRDMA_PSN_EXCHANGE, &s, &c);
+	old_qpn = srdma_conn_info(s)->local_qpn;
+	old_psn = expected_psn(s);
+	assert_int_equal(srdma_conn_rekey(c, &err), 0);
+	finish_rekey(c, s);
+	assert_int_not_equal(srdma_conn_info(s)->local_qpn, old_qpn);
+	assert_int_equal(inject_send(&f, old_qpn, old_psn, "to the old QP"), 0);
+	assert_int_equal(next_recv(s, 2000, got, sizeof(got)), -1);
+	print_message("after a rekey: a forged SEND to the old QPN 0x%x with its PSN 0x%06x "
+		      "delivered nothing\n", old_qpn, old_psn);
+	assert_int_equal(inject_send(&f, srdma_conn_info(s)->local_qpn, expected_psn(s),
+				     "to the new QP"), 0);
+	assert_int_equal(next_recv(s, 5000, got, sizeof(got)), 13);
+	assert_string_equal(got, "to the new QP");
+	print_message("control: the same forgery against the new QP 0x%x was delivered\n",
+		      srdma_conn_info(s)->local_qpn);
+	close(f.fd);
+	srdma_conn_close(c, 0, NULL);
+	srdma_conn_close(s, 0, NULL);
+	srdma_listener_free(l);
+}
+
 static int setup(void **state)
 {
 	const char *nd = getenv("RXE_VM_NETDEV");
@@ -385,6 +443,7 @@ int main(void)
 		cmocka_unit_test(control_correct_psn_is_delivered),
 		cmocka_unit_test(wrong_psns_deliver_nothing),
 		cmocka_unit_test(sealed_injection_is_refused),
+		cmocka_unit_test(old_qp_is_dead_after_a_rekey),
 	};
 	return cmocka_run_group_tests(tests, setup, NULL);
 }

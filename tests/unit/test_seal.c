@@ -272,6 +272,45 @@ static void format_as_documented(void **state)
 	}
 }
 
+/* A rekey moves each direction on its own: what the peer sealed before its
+ * switch still opens after ours moved rx on, until the first message of
+ * the new epoch; then the old epoch is closed for good. */
+static void rekey_keeps_order_across_epochs(void **state)
+{
+	static const uint8_t k1[SRDMA_SEAL_KEY_LEN] = "epoch one key, thirty-two bytes";
+	struct ends e;
+	uint8_t a[64], b[64], c2[64], replay[64];
+	size_t la, lb, lc;
+
+	(void)state;
+	ends_make(&e, SRDMA_SEAL_AES_256_GCM, 0);
+	seal_ok(e.client, 1, "old epoch", a, sizeof(a), &la);
+	memcpy(replay, a, la);
+	assert_int_equal(srdma_seal_rekey_tx(e.client, 1, k1), 0);
+	seal_ok(e.client, 1, "new epoch", b, sizeof(b), &lb);
+	assert_int_equal(b[7], 1);		/* epoch 1 */
+	assert_int_equal(b[15], 0);		/* numbers from 0 again */
+	/* The receiver moved on at the marker, before opening "old epoch". */
+	assert_int_equal(srdma_seal_rekey_rx(e.server, 1, k1), 0);
+	open_ok(e.server, a, la, 1, "old epoch");
+	open_ok(e.server, b, lb, 1, "new epoch");
+	/* The old epoch is over: its message again is refused. */
+	open_refused(e.server, replay, la, "epoch 0 where 1");
+	ends_free(&e);
+
+	/* An old-epoch message after a new one: refused too. */
+	ends_make(&e, SRDMA_SEAL_AES_256_GCM, 0);
+	seal_ok(e.client, 1, "old", a, sizeof(a), &la);
+	seal_ok(e.client, 1, "old 2", c2, sizeof(c2), &lc);
+	assert_int_equal(srdma_seal_rekey_tx(e.client, 1, k1), 0);
+	seal_ok(e.client, 1, "new", b, sizeof(b), &lb);
+	assert_int_equal(srdma_seal_rekey_rx(e.server, 1, k1), 0);
+	open_ok(e.server, a, la, 1, "old");
+	open_ok(e.server, b, lb, 1, "new");
+	open_refused(e.server, c2, lc, "epoch 0 where 1");
+	ends_free(&e);
+}
+
 static void bad_arguments(void **state)
 {
 	struct ends e;
@@ -307,6 +346,7 @@ int main(void)
 		cmocka_unit_test(reorder_and_loss_are_refused),
 		cmocka_unit_test(reflection_epoch_and_cipher),
 		cmocka_unit_test(format_as_documented),
+		cmocka_unit_test(rekey_keeps_order_across_epochs),
 		cmocka_unit_test(bad_arguments),
 	};
 

@@ -420,7 +420,7 @@ static void header_body_len_limits(void **state)
 static void unknown_types_rejected(void **state)
 {
 	(void)state;
-	static const uint16_t unknown[] = { 0, 8, 0x0100, 0xffff };
+	static const uint16_t unknown[] = { 0, 9, 0x0100, 0xffff };
 	uint8_t hdr[SRDMA_WIRE_HDR_LEN];
 	uint8_t buf[SRDMA_WIRE_MAX_MSG];
 	uint8_t body[4] = { 0 };
@@ -715,6 +715,51 @@ static void wbuf_puts_past_cap_leave_buffer(void **state)
 	assert_int_equal(buf[7], SENTINEL);	/* past cap: never touched */
 }
 
+/* REKEY: OFFER and ANSWER name a QP, SWITCH nothing; anything else is out
+ * of range, on both the encode and the decode side. */
+static void rekey_round_trip_and_ranges(void **state)
+{
+	static const struct srdma_rekey_msg good[] = {
+		{ SRDMA_REKEY_OFFER, 2, 0 }, { SRDMA_REKEY_OFFER, 0xffffff, 0xffffff },
+		{ SRDMA_REKEY_ANSWER, 0x1234, 0xabcdef }, { SRDMA_REKEY_SWITCH, 0, 0 },
+	};
+	static const struct srdma_rekey_msg bad[] = {
+		{ 0, 2, 0 }, { 4, 2, 0 }, { SRDMA_REKEY_OFFER, 1, 0 },
+		{ SRDMA_REKEY_OFFER, 0x1000000, 0 }, { SRDMA_REKEY_ANSWER, 2, 0x1000000 },
+		{ SRDMA_REKEY_SWITCH, 2, 0 }, { SRDMA_REKEY_SWITCH, 0, 1 },
+	};
+	uint8_t buf[SRDMA_WIRE_MAX_MSG];
+	struct srdma_msg m, out;
+	size_t len;
+
+	(void)state;
+	for (size_t i = 0; i < ARRAY_SIZE(good); i++) {
+		m.type = SRDMA_MSG_REKEY;
+		m.u.rekey = good[i];
+		assert_int_equal(srdma_wire_encode(&m, buf, sizeof(buf), &len), 0);
+		assert_int_equal(len, SRDMA_WIRE_HDR_LEN + 9);
+		assert_int_equal(srdma_wire_decode_body(SRDMA_MSG_REKEY, buf + SRDMA_WIRE_HDR_LEN, 9,
+							&out), 0);
+		assert_int_equal(out.u.rekey.phase, good[i].phase);
+		assert_int_equal(out.u.rekey.qpn, good[i].qpn);
+		assert_int_equal(out.u.rekey.psn, good[i].psn);
+		assert_int_equal(srdma_wire_decode_body(SRDMA_MSG_REKEY, buf + SRDMA_WIRE_HDR_LEN, 8,
+							&out), -EBADMSG);
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		uint8_t body[9] = { bad[i].phase };
+
+		m.type = SRDMA_MSG_REKEY;
+		m.u.rekey = bad[i];
+		assert_int_equal(srdma_wire_encode(&m, buf, sizeof(buf), &len), -EINVAL);
+		for (int k = 0; k < 4; k++) {
+			body[1 + k] = (uint8_t)(bad[i].qpn >> (24 - 8 * k));
+			body[5 + k] = (uint8_t)(bad[i].psn >> (24 - 8 * k));
+		}
+		assert_int_equal(srdma_wire_decode_body(SRDMA_MSG_REKEY, body, 9, &out), -ERANGE);
+	}
+}
+
 static void names(void **state)
 {
 	(void)state;
@@ -724,7 +769,8 @@ static void names(void **state)
 	assert_string_equal(srdma_msg_type_name(SRDMA_MSG_ERROR), "ERROR");
 	assert_string_equal(srdma_msg_type_name(SRDMA_MSG_BYE), "BYE");
 	assert_string_equal(srdma_msg_type_name(0), "UNKNOWN");
-	assert_string_equal(srdma_msg_type_name(8), "UNKNOWN");
+	assert_string_equal(srdma_msg_type_name(SRDMA_MSG_REKEY), "REKEY");
+	assert_string_equal(srdma_msg_type_name(9), "UNKNOWN");
 
 	assert_string_equal(srdma_err_code_name(SRDMA_ERROR_SERVER_FULL), "server full");
 	assert_string_equal(srdma_err_code_name(SRDMA_ERROR_VERSION), "version mismatch");
@@ -751,7 +797,7 @@ static void names(void **state)
 #define FUZZ_BUF	(SRDMA_WIRE_MAX_MSG + 16)
 
 struct fuzz_stats {
-	unsigned long accepted[SRDMA_MSG_PONG + 1];
+	unsigned long accepted[SRDMA_MSG_LAST + 1];
 	unsigned long ebadmsg, erange, eproto, emsgsize, short_frames;
 };
 
@@ -825,6 +871,12 @@ static size_t fuzz_structured_body(uint16_t type, uint8_t *body, size_t cap)
 		assert_int_equal(srdma_wbuf_put_u32(&w, rnd_below(4) ? (uint32_t)rnd() : 0), 0);
 		assert_int_equal(srdma_wbuf_put_u32(&w, edgy_u32()), 0);
 		break;
+	case SRDMA_MSG_REKEY:
+		/* Phases 0..4 (1..3 valid); SWITCH must carry zeros. */
+		assert_int_equal(srdma_wbuf_put_u8(&w, (uint8_t)rnd_below(5)), 0);
+		assert_int_equal(srdma_wbuf_put_u32(&w, rnd_below(4) ? edgy_u32() : 0), 0);
+		assert_int_equal(srdma_wbuf_put_u32(&w, rnd_below(4) ? edgy_u32() : 0), 0);
+		break;
 	case SRDMA_MSG_ERROR:
 		assert_int_equal(srdma_wbuf_put_u16(&w, (uint16_t)rnd()), 0);
 		n = rnd_below(SRDMA_WIRE_MAX_TEXT + 3);
@@ -872,12 +924,12 @@ static size_t fuzz_frame(uint8_t *buf)
 		fill_random(buf, n);
 		if (n >= SRDMA_WIRE_HDR_LEN && rnd_below(2)) {
 			/* Noise with a plausible type and length, or it never gets past the header. */
-			type = (uint16_t)rnd_below(SRDMA_MSG_PONG + 2);
+			type = (uint16_t)rnd_below(SRDMA_MSG_LAST + 2);
 			put_header(buf, type, fuzz_body_len(n - SRDMA_WIRE_HDR_LEN));
 		}
 		return n;
 	default:
-		type = (uint16_t)rnd_below(SRDMA_MSG_PONG + 2);
+		type = (uint16_t)rnd_below(SRDMA_MSG_LAST + 2);
 		n = fuzz_structured_body(type, body, cap);
 		if (rnd_below(2)) {
 			for (uint32_t k = rnd_below(4) + 1; k > 0 && n > 0; k--)
@@ -936,7 +988,7 @@ static void fuzz_one(const uint8_t *buf, size_t n, struct fuzz_stats *st)
 		fuzz_count_error(st, rc);
 		return;
 	}
-	assert_in_range(type, SRDMA_MSG_HELLO, SRDMA_MSG_PONG);
+	assert_in_range(type, SRDMA_MSG_HELLO, SRDMA_MSG_LAST);
 	assert_true(body_len <= SRDMA_WIRE_MAX_BODY);
 	avail = n - SRDMA_WIRE_HDR_LEN;
 	short_frame = body_len > avail;
@@ -971,15 +1023,16 @@ static void fuzz_decode_is_canonical(void **state)
 	for (unsigned long i = 0; i < FUZZ_ITERATIONS; i++)
 		fuzz_one(buf, fuzz_frame(buf), &st);
 
-	print_message("  accepted HELLO %lu PARAMS %lu READY %lu ERROR %lu BYE %lu PING %lu PONG %lu\n",
+	print_message("  accepted HELLO %lu PARAMS %lu READY %lu ERROR %lu BYE %lu PING %lu PONG %lu "
+		      "REKEY %lu\n",
 		      st.accepted[SRDMA_MSG_HELLO], st.accepted[SRDMA_MSG_PARAMS],
 		      st.accepted[SRDMA_MSG_READY], st.accepted[SRDMA_MSG_ERROR],
 		      st.accepted[SRDMA_MSG_BYE], st.accepted[SRDMA_MSG_PING],
-		      st.accepted[SRDMA_MSG_PONG]);
+		      st.accepted[SRDMA_MSG_PONG], st.accepted[SRDMA_MSG_REKEY]);
 	print_message("  rejected EBADMSG %lu ERANGE %lu EPROTO %lu EMSGSIZE %lu (short %lu)\n",
 		      st.ebadmsg, st.erange, st.eproto, st.emsgsize, st.short_frames);
 	/* The loop must reach both sides of every check, or it proves nothing. */
-	for (uint16_t t = SRDMA_MSG_HELLO; t <= SRDMA_MSG_PONG; t++)
+	for (uint16_t t = SRDMA_MSG_HELLO; t <= SRDMA_MSG_LAST; t++)
 		assert_true(st.accepted[t] >= 1000);
 	assert_true(st.ebadmsg >= 1000);
 	assert_true(st.erange >= 1000);
@@ -1008,6 +1061,7 @@ int main(void)
 		cmocka_unit_test(cursor_reads_big_endian_u64),
 		cmocka_unit_test(wbuf_puts_past_cap_leave_buffer),
 		cmocka_unit_test(names),
+		cmocka_unit_test(rekey_round_trip_and_ranges),
 		cmocka_unit_test(fuzz_decode_is_canonical),
 	};
 
