@@ -243,6 +243,7 @@ int srdma_rekey_on_msg(struct srdma_conn *c, const struct srdma_rekey_msg *m,
 	struct srdma_rekey *r = &c->rk;
 	int rc;
 
+
 	if (c->shape.sh || !r->peer_can)
 		return rk_fail(err, -EPROTO, "rekey", "a REKEY this connection did not offer to take");
 	switch (m->phase) {

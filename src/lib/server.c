@@ -104,6 +104,11 @@ static int make_shared(struct srdma_listener *l, const struct srdma_server_opts 
 	unsigned int max_conns;
 	int rc;
 
+	if (o->rekey_interval_ms > 0) {
+		srdma_set_err(err, -EINVAL, "options",
+			      "rekeying is not available in shared mode (srq_slots)");
+		return -EINVAL;
+	}
 	if (o->srq_slots < SRDMA_SRQ_MIN || o->srq_slots > SRDMA_SRQ_MAX) {
 		srdma_set_err(err, -EINVAL, "options", "srq_slots %u is outside %u..%u",
 			      o->srq_slots, SRDMA_SRQ_MIN, SRDMA_SRQ_MAX);

@@ -18,7 +18,7 @@
 #include "common.h"
 
 static const char *prog = "srdma-client";
-enum { OPT_RECONNECT = 256 };
+enum { OPT_RECONNECT = 256, OPT_REKEY };
 static bool json, verbose, interactive;
 static int op_timeout_ms = 5000;
 /* --reconnect: how long to keep trying after a connection ends (0: off). */
@@ -106,6 +106,9 @@ static void usage(FILE *f)
 "                         SECONDS and ever longer waits. Not after the server\n"
 "                         broke the protocol\n"
 SEAL_HELP
+"      --rekey-interval SECONDS  rekey (as the rekey command) this often, so\n"
+"                         that no QPN and PSN pair lives long enough for a\n"
+"                         PSN sweep (either side may set it)\n"
 "  -v, --verbose          also print PSNs, the server's rkey and window address\n"
 "                         (secrets; never printed without -v, text or JSON)\n"
 "  -V, --version          print the version\n"
@@ -117,6 +120,8 @@ SEAL_HELP
 "  write TEXT   RDMA WRITE TEXT into the server's window; the server reads it\n"
 "               and answers with its SHA-256, which must match\n"
 "  auto [N]     N rounds (default 10) of send + write, then a summary\n"
+"  rekey        move the connection to a fresh QP with new PSNs (and new\n"
+"               seal keys), make before break: nothing in flight is lost\n"
 "  stats        counts and round-trip times so far\n"
 "  info         the connection: TLS, device, QPNs, MTU\n"
 "  help         this list\n"
@@ -692,7 +697,58 @@ static void print_connected(const struct srdma_conn_info *i)
 
 static void print_help(void)
 {
-	printf("commands: send TEXT | write TEXT | auto [N] | stats | info | help | quit\n");
+	printf("commands: send TEXT | write TEXT | auto [N] | rekey | stats | info | help | quit\n");
+}
+
+/* Move the connection to a fresh QP (new PSNs, new seal keys) now, and
+ * wait until both sides have moved (what the server sends meanwhile would
+ * answer nothing: a violation, as at the prompt). */
+static void do_rekey(struct client *cl)
+{
+	uint32_t before = cl->info->local_qpn, epoch = cl->info->epoch;
+	double t0 = now_us(), ms;
+	struct srdma_err err;
+	struct ibv_wc wc;
+
+	if (srdma_conn_rekey(cl->c, &err)) {
+		report_error("rekey", err.msg);
+		return;
+	}
+	while (srdma_conn_rekeying(cl->c) && !cl->closed) {
+		struct pollfd p[2] = {
+			{ .fd = srdma_conn_channel(cl->c)->fd, .events = POLLIN },
+			{ .fd = srdma_conn_ctrl_fd(cl->c), .events = POLLIN },
+		};
+		int n = srdma_conn_poll_wc(cl->c, &wc, 1);
+
+		if (n < 0)
+			note_closed(cl, "completion queue error", false, SRDMA_ERROR_QP);
+		else if (n == 1 && wc.status != IBV_WC_SUCCESS)
+			qp_failed(cl, "rekey", wc.status);
+		else if (n == 1 && (wc.opcode & IBV_WC_RECV))
+			violation(cl, "rekey", "a message from the server that answers nothing");
+		if (n != 0)
+			continue;
+		/* The rekey's steps come on both fds; its end in either poll. */
+		check_ctrl(cl);
+		if (!srdma_conn_rekeying(cl->c) || cl->closed)
+			break;
+		if (poll(p, 2, wait_ms(cl, -1)) < 0 && errno != EINTR)
+			note_closed(cl, strerror(errno), false, SRDMA_ERROR_INTERNAL);
+	}
+	if (cl->closed) {
+		report_error("rekey", cl->close_reason);
+		return;
+	}
+	ms = (now_us() - t0) / 1000;
+	if (json)
+		printf("{\"event\":\"rekeyed\",\"epoch\":%u,\"local_qpn\":%u,\"remote_qpn\":%u,"
+		       "\"ms\":%.1f}\n", cl->info->epoch, cl->info->local_qpn, cl->info->remote_qpn, ms);
+	else
+		printf("rekeyed: QPN 0x%06x -> 0x%06x, server's 0x%06x, new PSNs%s (epoch %u -> %u, "
+		       "%.1f ms)\n", before, cl->info->local_qpn, cl->info->remote_qpn,
+		       cl->sealed ? " and seal keys" : "", epoch, cl->info->epoch, ms);
+	fflush(stdout);
 }
 
 /* Run one command line; returns false to quit. */
@@ -719,7 +775,9 @@ static bool run_command(struct client *cl, char *line)
 		if (*arg && !parse_ulong(prog, "auto", arg, 1, 1000000, &n))
 			return true;
 		do_auto(cl, n);
-	} else if (!strcmp(cmd, "stats"))
+	} else if (!strcmp(cmd, "rekey"))
+		do_rekey(cl);
+	else if (!strcmp(cmd, "stats"))
 		do_stats(cl);
 	else if (!strcmp(cmd, "info"))
 		print_connected(cl->info);
@@ -875,6 +933,7 @@ int main(int argc, char **argv)
 		{ "psn-mode", required_argument, NULL, 'P' },
 		{ "seal", optional_argument, NULL, 'E' },
 		{ "reconnect", optional_argument, NULL, OPT_RECONNECT },
+		{ "rekey-interval", required_argument, NULL, OPT_REKEY },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
@@ -896,6 +955,11 @@ int main(int argc, char **argv)
 			if (!parse_ulong(prog, "--op-timeout", optarg, 1, 3600000, &v))
 				return 2;
 			op_timeout_ms = (int)v;
+			break;
+		case OPT_REKEY:
+			if (!parse_ulong(prog, "--rekey-interval", optarg, 1, 86400, &v))
+				return 2;
+			o.rekey_interval_ms = (int)v * 1000;
 			break;
 		case OPT_RECONNECT:
 			reconnect_ms = 60000;

@@ -47,6 +47,7 @@ struct slot {
 					 * answer began to wait (now_us()) */
 	unsigned long echoes, writes;
 	unsigned long long bytes;
+	uint32_t epoch;			/* rekeys logged so far */
 };
 
 /*
@@ -80,7 +81,14 @@ struct server {
 	bool shared, wc_more;
 	double next_tick;
 	struct ratelimit rl_accept, rl_refused, rl_evicted, rl_failed;
+	/* The injection watch (on_tick, once a second): the port's sequence
+	 * counters and packets received at the last look. */
+	struct watch *watch;
 };
+
+/* What an alarm does to the port's clients (--on-alarm). */
+enum alarm_action { ALARM_REKEY, ALARM_CLOSE, ALARM_LOG };
+static const char *const alarm_names[] = { "rekey", "close", "log" };
 
 /* epoll data: pointer-sized tags (kind in the low bits of a slot index). */
 enum { EV_LISTEN = 1, EV_SIGNAL, EV_CTRL, EV_CQ, EV_WC };
@@ -178,6 +186,19 @@ static void usage(FILE *f)
 "                         own (a memory window bound to its QP). A client\n"
 "                         with more than 16 messages unanswered, or whose\n"
 "                         answers wait 5 s untaken, is closed (default: off)\n"
+"      --alarm-threshold N  the port's sequence-error counters are read once a\n"
+"                         second; more than N new errors (plus 1%% of the\n"
+"                         packets received) raise an injection alarm: a log\n"
+"                         line, a JSON event, and --on-alarm (default 100;\n"
+"                         0: off)\n"
+"      --on-alarm ACTION  rekey (default: every client moves to a fresh QP\n"
+"                         and PSNs, so a sweep aims at nothing), close (every\n"
+"                         client is disconnected), or log; at most one alarm\n"
+"                         in 5 s. With --srq: log (rekey is not available)\n"
+"      --rekey-interval SECONDS  move every client to a fresh QP with new PSNs\n"
+"                         (and seal keys) this often, make before break, so\n"
+"                         that no QPN and PSN pair lives long enough for a\n"
+"                         PSN sweep; not with --srq (default: off)\n"
 "  -d, --dev NAME         RDMA device (default: the first)\n"
 "  -i, --ib-port N        device port (default 1)\n"
 "  -g, --gid-index N      GID index (default: a RoCE v2 GID with an IPv4\n"
@@ -208,8 +229,9 @@ SEAL_HELP
 "  -h, --help             show this help\n"
 "\n"
 "SIGINT or SIGTERM: says BYE to every client, frees everything, exits 0.\n"
-"SIGUSR1: logs a stats line: clients, and the port's PSN-sequence counters\n"
-"(out-of-sequence and duplicate requests: injection attempts show there).\n"
+"SIGUSR1: logs a stats line: clients, the port's PSN-sequence counters\n"
+"(out-of-sequence and duplicate requests: injection attempts show there) and\n"
+"how many injection alarms were raised.\n"
 "A client whose QP fails (error completion) is disconnected with the reason.\n"
 "Busy clients are served in turns, a batch of completions each, so none can\n"
 "starve the others, new connections or signals. Repeated log lines (refusals,\n"
@@ -287,6 +309,46 @@ static void read_counters(const struct srdma_listener *l, long long v[N_SEQ_COUN
 
 static long long counters_at_start[N_SEQ_COUNTERS];
 
+/*
+ * The injection watch. Once a second the port's sequence-error counters
+ * are read (a few sysfs files: nothing an idle server notices); what
+ * they gained beyond what the traffic explains (--alarm-threshold a
+ * second, plus 1% of the packets received, which a lossy link may retry)
+ * raises an alarm: a log line, a JSON event, a count in the stats, and the
+ * response: every client rekeyed (a fresh QP and PSNs, which leaves a
+ * sweep aiming at nothing), closed, or only logged. After an alarm the
+ * next waits 5 s, so that a sweep does not rekey clients in a loop.
+ */
+#define WATCH_MS 1000
+#define ALARM_QUIET_MS 5000
+#define ALARM_DEFAULT_THRESHOLD 100
+struct watch {
+	unsigned int threshold;		/* 0: off */
+	enum alarm_action action;
+	bool action_given;		/* --on-alarm on the command line */
+	long long seq[N_SEQ_COUNTERS], rcvd;
+	double at, next, quiet_until;
+	unsigned long long alarms;
+};
+static struct watch the_watch = { .threshold = ALARM_DEFAULT_THRESHOLD, .action = ALARM_REKEY };
+
+static long long read_counter(const struct srdma_listener *l, const char *name)
+{
+	char path[256];
+	long long v = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/sys/class/infiniband/%s/ports/%d/hw_counters/%s",
+		 srdma_listener_device(l), srdma_listener_ib_port(l), name);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	if (fscanf(f, "%lld", &v) != 1)
+		v = -1;
+	fclose(f);
+	return v;
+}
+
 static void log_stats(struct server *s, const char *why)
 {
 	struct srdma_listener_stats st;
@@ -302,10 +364,10 @@ static void log_stats(struct server *s, const char *why)
 						now[i] - (counters_at_start[i] > 0 ? counters_at_start[i] : 0));
 	srdma_listener_stats(s->l, &st, sizeof(st));
 	logf_("stats (%s): %u clients, %llu connections so far (%llu refused, %llu failed, "
-	      "%llu evicted, %llu waits for room); %s port %d counters:%s", why, s->active,
-	      st.accepted, st.refused, st.failed, st.evicted, st.waits,
+	      "%llu evicted, %llu waits for room); %s port %d counters:%s; %llu injection alarms",
+	      why, s->active, st.accepted, st.refused, st.failed, st.evicted, st.waits,
 	      srdma_listener_device(s->l), srdma_listener_ib_port(s->l),
-	      len ? line : " none readable");
+	      len ? line : " none readable", s->watch->alarms);
 }
 
 /* --- new connections --- */
@@ -604,6 +666,8 @@ static bool serve_recv(struct server *s, struct slot *sl, const struct ibv_wc *w
 #define CQ_BATCH 16
 
 /* Serve one batch of a client's completions; true when more may wait. */
+static void note_rekey(struct slot *sl);
+
 static bool on_cq(struct server *s, struct slot *sl)
 {
 	struct ibv_wc wc[CQ_BATCH];
@@ -636,6 +700,8 @@ static bool on_cq(struct server *s, struct slot *sl)
 			}
 		}
 	}
+	note_rekey(sl);
+	due_ctrl(s, sl);	/* a rekey may have ended, or started to wait */
 	return n == CQ_BATCH;
 }
 
@@ -730,6 +796,18 @@ static void serve_ready(struct server *s)
 	}
 }
 
+/* A rekey that has finished (its end comes in a poll of either kind). */
+static void note_rekey(struct slot *sl)
+{
+	const struct srdma_conn_info *i = srdma_conn_info(sl->conn);
+
+	if (i->epoch == sl->epoch)
+		return;
+	sl->epoch = i->epoch;
+	logf_("client %u: rekeyed: QPN 0x%06x <-> 0x%06x, new PSNs%s (epoch %u)", sl->id,
+	      i->local_qpn, i->remote_qpn, i->seal ? " and seal keys" : "", i->epoch);
+}
+
 static void on_ctrl(struct server *s, struct slot *sl)
 {
 	struct srdma_err err;
@@ -738,6 +816,7 @@ static void on_ctrl(struct server *s, struct slot *sl)
 	uint16_t code = 0;
 
 	if (rc == 0) {
+		note_rekey(sl);
 		due_ctrl(s, sl);
 		return;
 	}
@@ -761,6 +840,78 @@ static void on_ctrl(struct server *s, struct slot *sl)
 		break;
 	}
 	close_slot(s, sl, code, why);
+}
+
+/* The alarm's response, to every client. */
+static void respond(struct server *s, unsigned int *acted)
+{
+	struct srdma_err err;
+
+	for (unsigned int i = 0; i < s->max_clients; i++) {
+		struct slot *sl = &s->slots[i];
+
+		if (sl->state != SLOT_ACTIVE)
+			continue;
+		if (s->watch->action == ALARM_CLOSE) {
+			close_slot(s, sl, SRDMA_ERROR_SHUTDOWN,
+				   "packet injection suspected on the port: connection closed");
+			(*acted)++;
+		} else if (s->watch->action == ALARM_REKEY) {
+			int rc = srdma_conn_rekey(sl->conn, &err);
+
+			if (rc == 0 || rc == -EBUSY)
+				(*acted)++;
+			else
+				logf_("client %u: cannot rekey: %s", sl->id, err.msg);
+			due_ctrl(s, sl);
+		}
+	}
+}
+
+/* Once a second: have the sequence counters climbed beyond the traffic? */
+static void watch_counters(struct server *s, double now)
+{
+	struct watch *w = s->watch;
+	long long seq[N_SEQ_COUNTERS], rcvd, errors = 0, allowed;
+	char parts[256];
+	size_t len = 0;
+	unsigned int acted = 0;
+
+	w->next = now + WATCH_MS * 1000.0;
+	read_counters(s->l, seq);
+	rcvd = read_counter(s->l, "rcvd_pkts");
+	for (size_t i = 0; i < N_SEQ_COUNTERS; i++) {
+		long long d = seq[i] >= 0 && w->seq[i] >= 0 ? seq[i] - w->seq[i] : 0;
+
+		if (d > 0) {
+			errors += d;
+			if (len < sizeof(parts))
+				len += (size_t)snprintf(parts + len, sizeof(parts) - len, "%s%s +%lld",
+							len ? ", " : "", seq_counters[i], d);
+		}
+		w->seq[i] = seq[i];
+	}
+	allowed = (long long)w->threshold +
+		  (rcvd >= 0 && w->rcvd >= 0 && rcvd > w->rcvd ? (rcvd - w->rcvd) / 100 : 0);
+	w->rcvd = rcvd;
+	if (errors <= allowed || now < w->quiet_until) {
+		w->at = now;
+		return;
+	}
+	w->alarms++;
+	w->quiet_until = now + ALARM_QUIET_MS * 1000.0;
+	respond(s, &acted);
+	logf_("ALARM: packet injection suspected on %s port %d: %lld sequence errors in %.1f s "
+	      "(%s), %lld explained by the traffic; %s: %u clients",
+	      srdma_listener_device(s->l), srdma_listener_ib_port(s->l), errors,
+	      (now - w->at) / 1e6, parts, allowed,
+	      w->action == ALARM_REKEY ? "rekeying every client" :
+	      w->action == ALARM_CLOSE ? "closing every client" : "logged only", acted);
+	logf_("{\"event\":\"alarm\",\"device\":\"%s\",\"port\":%d,\"seq_errors\":%lld,"
+	      "\"allowed\":%lld,\"window_ms\":%.0f,\"action\":\"%s\",\"clients\":%u,"
+	      "\"alarms\":%llu}", srdma_listener_device(s->l), srdma_listener_ib_port(s->l),
+	      errors, allowed, (now - w->at) / 1e3, alarm_names[w->action], acted, w->alarms);
+	w->at = now;
 }
 
 /* Liveness: each client whose control timer is due is served now. */
@@ -792,6 +943,8 @@ static void on_tick(struct server *s)
 				due_at(s, sl->answered_us + ANSWER_WAIT_MS * 1000.0);
 		}
 	}
+	if (s->watch->threshold && now >= s->watch->next)
+		watch_counters(s, now);
 	/* Say how many lines a past second suppressed, without waiting
 	 * for the next line of that kind. */
 	for (size_t i = 0; i < sizeof(rls) / sizeof(rls[0]); i++)
@@ -807,7 +960,8 @@ static int loop_timeout(const struct server *s)
 
 	if (s->ready_len || s->wc_more)
 		return 0;
-	left = (s->next_tick - now_us()) / 1000;
+	/* The next tick, or a client's timer (a rekey's) before it. */
+	left = ((s->next_scan < s->next_tick ? s->next_scan : s->next_tick) - now_us()) / 1000;
 	return left <= 0 ? 0 : (int)left + 1;
 }
 
@@ -846,6 +1000,9 @@ static int parse_args(int argc, char **argv, struct srdma_server_opts *o)
 		{ "prepared", required_argument, NULL, 1001 },
 		{ "stall-ms", required_argument, NULL, 1002 },
 		{ "srq", required_argument, NULL, 1003 },
+		{ "rekey-interval", required_argument, NULL, 1004 },
+		{ "alarm-threshold", required_argument, NULL, 1005 },
+		{ "on-alarm", required_argument, NULL, 1006 },
 		{ "dev", required_argument, NULL, 'd' },
 		{ "ib-port", required_argument, NULL, 'i' },
 		{ "gid-index", required_argument, NULL, 'g' },
@@ -900,6 +1057,30 @@ static int parse_args(int argc, char **argv, struct srdma_server_opts *o)
 				return 2;
 			o->srq_slots = (unsigned int)v;
 			break;
+		case 1004:
+			if (!parse_ulong(prog, "--rekey-interval", optarg, 1, 86400, &v))
+				return 2;
+			o->rekey_interval_ms = (int)v * 1000;
+			break;
+		case 1005:
+			if (!parse_ulong(prog, "--alarm-threshold", optarg, 0, 100000000, &v))
+				return 2;
+			the_watch.threshold = (unsigned int)v;
+			break;
+		case 1006:
+			the_watch.action_given = true;
+			if (!strcmp(optarg, "rekey")) {
+				the_watch.action = ALARM_REKEY;
+			} else if (!strcmp(optarg, "close")) {
+				the_watch.action = ALARM_CLOSE;
+			} else if (!strcmp(optarg, "log")) {
+				the_watch.action = ALARM_LOG;
+			} else {
+				fprintf(stderr, "%s: --on-alarm: '%s' is not rekey, close or log\n",
+					prog, optarg);
+				return 2;
+			}
+			break;
 		case 'R': o->no_resumption = 1; break;
 		case 'V': printf("srdma-server %s\n", srdma_version()); exit(0);
 		case 'h': usage(stdout); exit(0);
@@ -915,6 +1096,15 @@ static int parse_args(int argc, char **argv, struct srdma_server_opts *o)
 	}
 	tool_server_opts(&t, o);
 	verbose = t.verbose;
+	/* Shared mode cannot rekey: its alarm only logs, unless told more. */
+	if (o->srq_slots && the_watch.action == ALARM_REKEY) {
+		if (the_watch.action_given) {
+			fprintf(stderr, "%s: --on-alarm rekey: shared mode (--srq) cannot rekey; "
+				"use close or log\n", prog);
+			return 2;
+		}
+		the_watch.action = ALARM_LOG;
+	}
 	if (!o->cert_file || !o->key_file) {
 		fprintf(stderr, "%s: --cert and --key are required\nTry '%s --help'.\n", prog, prog);
 		return 2;
@@ -978,6 +1168,11 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	read_counters(s.l, counters_at_start);
+	s.watch = &the_watch;
+	memcpy(the_watch.seq, counters_at_start, sizeof(the_watch.seq));
+	the_watch.rcvd = read_counter(s.l, "rcvd_pkts");
+	the_watch.at = now_us();
+	the_watch.next = the_watch.at + WATCH_MS * 1000.0;
 	logf_("srdma-server %s listening on %s port %u, up to %u clients%s%s%s%s",
 	      srdma_version(), o.bind_addr ? o.bind_addr : "all addresses",
 	      srdma_listener_port(s.l), s.max_clients,
@@ -1037,7 +1232,7 @@ int main(int argc, char **argv)
 				break;
 			}
 		}
-		if (now_us() >= s.next_tick)
+		if (now_us() >= s.next_tick || now_us() >= s.next_scan)
 			on_tick(&s);
 		serve_ready(&s);
 		if (s.wc_more)

@@ -31,140 +31,20 @@
 #include <sys/socket.h>
 #include <cmocka.h>
 
+#include "forge.h"
 #include "pair.h"
 
-#define ROCE_PORT 4791
-#define OP_RC_SEND_ONLY 0x04
 
 
-/* --- packet forging --------------------------------------------------- */
-
-struct forge {
-	int fd;
-	int ifindex;
-	uint8_t dst_mac[6], src_mac[6];
-	uint32_t src_ip, dst_ip;	/* network order */
-};
-
-static uint32_t crc32_le(uint32_t crc, const uint8_t *p, size_t n)
+static int inject_bytes(struct forge *f, uint32_t dqpn, uint32_t psn, const void *payload,
+			size_t len)
 {
-	while (n--) {
-		crc ^= *p++;
-		for (int k = 0; k < 8; k++)
-			crc = (crc >> 1) ^ (0xedb88320u & (0u - (crc & 1)));
-	}
-	return crc;
-}
-
-static uint16_t ip_checksum(const uint8_t *h, size_t n)
-{
-	uint32_t sum = 0;
-
-	for (size_t i = 0; i < n; i += 2)
-		sum += (uint32_t)h[i] << 8 | h[i + 1];
-	while (sum >> 16)
-		sum = (sum & 0xffff) + (sum >> 16);
-	return (uint16_t)~sum;
-}
-
-static void put16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)(v >> 8);
-	p[1] = (uint8_t)v;
-}
-
-static void put24(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)(v >> 16);
-	p[1] = (uint8_t)(v >> 8);
-	p[2] = (uint8_t)v;
-}
-
-/* Build and send one RC SEND_ONLY to (dqpn, psn) carrying payload. */
-static int inject_bytes(struct forge *f, uint32_t dqpn, uint32_t psn,
-			const void *payload, size_t plen)
-{
-	uint8_t pkt[256], icrc_in[256];
-	size_t pad = (4 - plen % 4) % 4;
-	size_t ip_len = 20 + 8 + 12 + plen + pad + 4;
-	uint8_t *ip = pkt + 14, *udp = ip + 20, *bth = udp + 8, *data = bth + 12;
-	struct sockaddr_ll to = { .sll_family = AF_PACKET, .sll_ifindex = f->ifindex,
-				  .sll_halen = 6 };
-	uint32_t crc;
-	size_t n;
-
-	memset(pkt, 0, sizeof(pkt));
-	memcpy(pkt, f->dst_mac, 6);
-	memcpy(pkt + 6, f->src_mac, 6);
-	put16(pkt + 12, ETH_P_IP);
-	ip[0] = 0x45;
-	put16(ip + 2, (uint16_t)ip_len);
-	put16(ip + 6, 0x4000);		/* DF */
-	ip[8] = 64;
-	ip[9] = IPPROTO_UDP;
-	memcpy(ip + 12, &f->src_ip, 4);
-	memcpy(ip + 16, &f->dst_ip, 4);
-	put16(ip + 10, ip_checksum(ip, 20));
-	put16(udp, 0xc000);
-	put16(udp + 2, ROCE_PORT);
-	put16(udp + 4, (uint16_t)(ip_len - 20));
-	bth[0] = OP_RC_SEND_ONLY;
-	bth[1] = (uint8_t)(pad << 4);
-	put16(bth + 2, 0xffff);		/* default P_Key */
-	put24(bth + 5, dqpn);
-	bth[8] = 0x80;			/* AckReq */
-	put24(bth + 9, psn);
-	memcpy(data, payload, plen);
-
-	/* ICRC (as rxe computes it): CRC-32 seeded with 8 bytes of 0xff, over
-	 * the IP, UDP and BTH headers with the variant fields masked to ones,
-	 * then the payload and pad; stored inverted, little-endian. */
-	n = ip_len - 4;
-	memcpy(icrc_in, ip, n);
-	icrc_in[1] = 0xff;			/* TOS */
-	icrc_in[8] = 0xff;			/* TTL */
-	icrc_in[10] = icrc_in[11] = 0xff;	/* IP checksum */
-	icrc_in[26] = icrc_in[27] = 0xff;	/* UDP checksum */
-	icrc_in[32] = 0xff;			/* BTH resv8a */
-	crc = ~crc32_le(0xdebb20e3u, icrc_in, n);
-	memcpy(ip + n, &crc, 4);
-
-	memcpy(to.sll_addr, f->dst_mac, 6);
-	if (sendto(f->fd, pkt, 14 + ip_len, 0, (struct sockaddr *)&to, sizeof(to)) < 0)
-		return -errno;
-	return 0;
+	return forge_send(f, dqpn, psn, payload, len);
 }
 
 static int inject_send(struct forge *f, uint32_t dqpn, uint32_t psn, const char *payload)
 {
-	return inject_bytes(f, dqpn, psn, payload, strlen(payload));
-}
-
-static bool read_mac(const char *ifname, uint8_t mac[6])
-{
-	char path[128];
-	unsigned int b[6];
-	FILE *f;
-	int n;
-
-	snprintf(path, sizeof(path), "/sys/class/net/%s/address", ifname);
-	f = fopen(path, "r");
-	if (!f)
-		return false;
-	n = fscanf(f, "%x:%x:%x:%x:%x:%x", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5]);
-	fclose(f);
-	for (int i = 0; i < 6; i++)
-		mac[i] = (uint8_t)b[i];
-	return n == 6;
-}
-
-static void write_sysctl(const char *path, const char *v)
-{
-	FILE *f = fopen(path, "w");
-
-	assert_non_null(f);
-	fputs(v, f);
-	fclose(f);
+	return forge_send(f, dqpn, psn, payload, strlen(payload));
 }
 
 static long long counter(const char *dev, const char *name)
@@ -183,25 +63,12 @@ static long long counter(const char *dev, const char *name)
 	return v;
 }
 
-static void forge_open(struct forge *f)
+static void open_forge(struct forge *f)
 {
-	const char *addr = getenv("RXE_VM_ADDR");
+	char why[128];
 
-	assert_non_null(addr);
-	assert_true(read_mac("veth0", f->dst_mac));
-	assert_true(read_mac("veth1", f->src_mac));
-	/* The connection's peer is 10.77.0.1 itself (both ends on rxe0): the
-	 * spoofed source is the real client's address. Linux drops packets
-	 * from outside with a local source unless told not to. */
-	write_sysctl("/proc/sys/net/ipv4/conf/all/rp_filter", "0");
-	write_sysctl("/proc/sys/net/ipv4/conf/veth0/rp_filter", "0");
-	write_sysctl("/proc/sys/net/ipv4/conf/veth0/accept_local", "1");
-	assert_int_equal(inet_pton(AF_INET, addr, &f->src_ip), 1);
-	f->dst_ip = f->src_ip;
-	f->ifindex = (int)if_nametoindex("veth1");
-	assert_true(f->ifindex > 0);
-	f->fd = socket(AF_PACKET, SOCK_RAW, htons(ETH_P_IP));
-	assert_true(f->fd >= 0);
+	if (forge_open(f, why, sizeof(why)))
+		fail_msg("forge: %s", why);
 }
 
 /* --- a real connection ---------------------------------------------------- */
@@ -260,7 +127,7 @@ static void control_correct_psn_is_delivered(void **state)
 	uint32_t psn;
 
 	(void)state;
-	forge_open(&f);
+	open_forge(&f);
 	pair_connect(l, SRDMA_PSN_EXCHANGE, &s, &c);
 	psn = expected_psn(s);
 	assert_int_equal(inject_send(&f, srdma_conn_info(s)->local_qpn, psn, "injected!"), 0);
@@ -285,7 +152,7 @@ static void wrong_psns_deliver_nothing(void **state)
 	int sent = 0;
 
 	(void)state;
-	forge_open(&f);
+	open_forge(&f);
 	pair_connect(l, SRDMA_PSN_EXCHANGE, &s, &c);
 	dev = srdma_conn_info(s)->dev_name;
 	qpn = srdma_conn_info(s)->local_qpn;
@@ -343,7 +210,7 @@ static void sealed_injection_is_refused(void **state)
 
 	(void)state;
 	pair_seal = SRDMA_SEAL_AES_256_GCM;
-	forge_open(&f);
+	open_forge(&f);
 	l = pair_listen(SRDMA_PSN_EXCHANGE);
 	pair_connect(l, SRDMA_PSN_EXCHANGE, &s, &c);
 	memcpy(forged + 16, "injected!", 9);
@@ -402,7 +269,7 @@ static void old_qp_is_dead_after_a_rekey(void **state)
 	char got[64];
 
 	(void)state;
-	forge_open(&f);
+	open_forge(&f);
 	pair_connect(l, SRDMA_PSN_EXCHANGE, &s, &c);
 	old_qpn = srdma_conn_info(s)->local_qpn;
 	old_psn = expected_psn(s);

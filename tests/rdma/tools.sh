@@ -183,8 +183,15 @@ bench-smoke)
 	grep -qE '^\{"mode":"lat","bytes":8,"iters":100,"inline":true,' <<<"$out" ||
 		fail "no inline latency line"
 	bench_pair bw -s 65536 -n 50 -D 8
-	grep -qE '^\{"mode":"bw","bytes":65536,"iters":50,"depth":8,"mib_per_s":[0-9.]+' <<<"$out" ||
+	grep -qE '^\{"mode":"bw","bytes":65536,"iters":50,"depth":8,"seal":"off","mib_per_s":[0-9.]+' <<<"$out" ||
 		fail "no bandwidth line"
+	# Sealed: every message sealed and opened on the way.
+	bench_pair lat -s 8 -n 100 --seal
+	grep -qE '^\{"mode":"lat","bytes":8,"iters":100,"inline":false,"seal":"aes-256-gcm","min_us"' <<<"$out" ||
+		fail "no sealed latency line"
+	bench_pair bw -s 4096 -n 100 --seal=chacha20-poly1305
+	grep -qE '^\{"mode":"bw","bytes":4096,"iters":100,"depth":4,"seal":"chacha20-poly1305","mib_per_s":[0-9.]+' <<<"$out" ||
+		fail "no sealed bandwidth line"
 
 	start_server --max-clients 8
 	out=$(timeout 300 "$bin/srdma-bench" connect --port "$port" --dev "$dev" --ca "$certs/ca.pem" \
@@ -402,6 +409,83 @@ seal)
 	grep '^replay: ' "$tmp/r2.out"
 	grep -q '^replay: 2 echoes; connection open' "$tmp/r2.out" ||
 		fail "control: unsealed, the replay was not taken twice"
+	stop_server
+	;;
+rekey)
+	# Rekeying under traffic: 20 rekeys asked by the client between auto
+	# rounds (sealed), then rekeys the server starts every second in the
+	# middle of a long auto run. No round may fail; every rekey brings new
+	# QPNs.
+	start_server --seal
+	cmds=$(for i in $(seq 20); do printf 'auto 3\nrekey\n'; done; printf 'auto 3\nstats\nquit\n')
+	out=$(client --seal --json localhost <<<"$cmds")
+	rc=$?
+	[ "$rc" = 0 ] || fail "client exited $rc: $out"
+	n=$(grep -c '"event":"rekeyed"' <<<"$out")
+	[ "$n" = 20 ] || fail "$n rekeys of 20: $out"
+	grep '"event":"rekeyed"' <<<"$out" | head -3
+	qpns=$(grep -o '"local_qpn":[0-9]*' <<<"$out" | sort -u | wc -l)
+	[ "$qpns" -ge 21 ] || fail "only $qpns distinct client QPNs over 20 rekeys"
+	[ "$(grep '"event":"rekeyed"' <<<"$out" | tail -1 | grep -o '"epoch":[0-9]*')" = '"epoch":20' ] ||
+		fail "the last rekey is not epoch 20"
+	bad=$(grep '"event":"auto"' <<<"$out" | grep -vc '"echoes_ok":3,"writes_ok":3,"failures":0')
+	[ "$bad" = 0 ] || fail "$bad auto runs with failures: $out"
+	grep -c '"event":"auto"' <<<"$out" | grep -qx 21 || fail "not 21 auto runs"
+	wait_for "$tmp/server.log" 'client 1: rekeyed: .*seal keys \(epoch 20\)' 30 ||
+		fail "the server did not log the 20th rekey"
+	stop_server
+	# The server's interval, in the middle of commands.
+	start_server --rekey-interval 1
+	out=$(printf 'auto 4000\nquit\n' | client --json localhost)
+	rc=$?
+	[ "$rc" = 0 ] || fail "client exited $rc: $(tail -5 <<<"$out")"
+	grep '"event":"auto"' <<<"$out"
+	grep -q '"event":"auto".*"echoes_ok":4000,"writes_ok":4000,"failures":0' <<<"$out" ||
+		fail "rounds failed across the server's rekeys"
+	stop_server
+	n=$(grep -c 'client 1: rekeyed' "$tmp/server.log")
+	echo "the server rekeyed the client $n times during auto 4000"
+	[ "$n" -ge 2 ] || fail "the server's interval rekeyed $n times"
+	grep 'rekeyed' "$tmp/server.log" | head -3
+	# Not with shared mode: refused with the reason.
+	out=$("$bin/srdma-server" --port "$port" --dev "$dev" --cert "$certs/server.pem" \
+		--key "$certs/server.key" --srq 64 --rekey-interval 5 2>&1)
+	[ $? = 1 ] && grep -q 'rekeying is not available in shared mode' <<<"$out" ||
+		fail "--srq with --rekey-interval: $out"
+	;;
+alarm)
+	# Injection detection: a PSN sweep (tests/rdma/inject: forged SENDs with
+	# random PSNs through the far end of rxe0's link, at an idle client's
+	# QP) raises the alarm within seconds and every client is rekeyed, with
+	# no real message lost; thousands of echoes raise none.
+	[ "${RXE_VM_NETDEV:-}" = veth0 ] || { echo "skipped: needs tests/vm/rxe-vm's veth pair"; exit 77; }
+	start_server
+	out=$(printf 'auto 1500\nquit\n' | client --json localhost)
+	grep -q '"event":"auto".*"echoes_ok":1500,"writes_ok":1500,"failures":0' <<<"$out" ||
+		fail "normal traffic failed: $(tail -3 <<<"$out")"
+	# Let the watch look at least twice after the traffic.
+	end=$((SECONDS + 3))
+	while [ "$SECONDS" -lt "$end" ]; do sleep 0.5; done
+	grep -q 'ALARM' "$tmp/server.log" && fail "3,000 messages of normal traffic raised an alarm"
+	echo "normal traffic: 1,500 echoes and 1,500 writes, no alarm"
+	feeder v
+	client_bg v --json localhost
+	echo "send before the sweep" >&"$v_fd"
+	wait_for "$tmp/v.out" '"data":"before the sweep"' 60 || fail "the idle client was not served"
+	qpn=$(sed -n 's/.*client 2: QP up on [^:]*: QPN \(0x[0-9a-f]*\) <->.*/\1/p' "$tmp/server.log")
+	[ -n "$qpn" ] || fail "no QPN for client 2 in the log"
+	t0=$SECONDS
+	"${SRDMA_INJECT:?SRDMA_INJECT not set}" "$qpn" 20000 || fail "the injector failed"
+	wait_for "$tmp/server.log" 'ALARM: packet injection suspected' 30 || fail "no alarm after the sweep"
+	echo "alarm $((SECONDS - t0)) s after the sweep began"
+	grep -E 'ALARM|"event":"alarm"' "$tmp/server.log"
+	grep -q '"event":"alarm".*"action":"rekey","clients":1' "$tmp/server.log" || fail "no JSON alarm event"
+	wait_for "$tmp/server.log" 'client 2: rekeyed' 30 || fail "the client was not rekeyed"
+	echo "send after the alarm" >&"$v_fd"
+	wait_for "$tmp/v.out" '"data":"after the alarm"' 60 || fail "the client lost its connection"
+	kill -USR1 "$srv_pid"
+	wait_for "$tmp/server.log" 'stats \(SIGUSR1\).*; 1 injection alarms' 30 || fail "no alarm count in the stats"
+	exec {v_fd}>&-
 	stop_server
 	;;
 valgrind|valgrind-shared)
