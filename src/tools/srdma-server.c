@@ -288,23 +288,28 @@ static const char *const seq_counters[] = {
 };
 #define N_SEQ_COUNTERS (sizeof(seq_counters) / sizeof(seq_counters[0]))
 
-/* -1 where the device has no such counter. */
+/* One counter of the listener's port: -1 where the device has none. */
+static long long read_counter(const struct srdma_listener *l, const char *name)
+{
+	char path[256];
+	long long v = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/sys/class/infiniband/%s/ports/%d/hw_counters/%s",
+		 srdma_listener_device(l), srdma_listener_ib_port(l), name);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	if (fscanf(f, "%lld", &v) != 1)
+		v = -1;
+	fclose(f);
+	return v;
+}
+
 static void read_counters(const struct srdma_listener *l, long long v[N_SEQ_COUNTERS])
 {
-	for (size_t i = 0; i < N_SEQ_COUNTERS; i++) {
-		char path[256];
-		FILE *f;
-
-		v[i] = -1;
-		snprintf(path, sizeof(path), "/sys/class/infiniband/%s/ports/%d/hw_counters/%s",
-			 srdma_listener_device(l), srdma_listener_ib_port(l), seq_counters[i]);
-		f = fopen(path, "r");
-		if (!f)
-			continue;
-		if (fscanf(f, "%lld", &v[i]) != 1)
-			v[i] = -1;
-		fclose(f);
-	}
+	for (size_t i = 0; i < N_SEQ_COUNTERS; i++)
+		v[i] = read_counter(l, seq_counters[i]);
 }
 
 static long long counters_at_start[N_SEQ_COUNTERS];
@@ -332,22 +337,6 @@ struct watch {
 };
 static struct watch the_watch = { .threshold = ALARM_DEFAULT_THRESHOLD, .action = ALARM_REKEY };
 
-static long long read_counter(const struct srdma_listener *l, const char *name)
-{
-	char path[256];
-	long long v = -1;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/sys/class/infiniband/%s/ports/%d/hw_counters/%s",
-		 srdma_listener_device(l), srdma_listener_ib_port(l), name);
-	f = fopen(path, "r");
-	if (!f)
-		return -1;
-	if (fscanf(f, "%lld", &v) != 1)
-		v = -1;
-	fclose(f);
-	return v;
-}
 
 static void log_stats(struct server *s, const char *why)
 {
