@@ -806,7 +806,7 @@ SRDMA_API void srdma_conn_close(struct srdma_conn *c, uint16_t code,
  * Returns 0 with *out_len set; -EOPNOTSUPP on a connection without
  * sealing; -ENOBUFS when cap is too small; -EINVAL when msg and out overlap
  * otherwise; -EKEYEXPIRED after SRDMA_SEAL_MAX_MSGS messages in one
- * direction (close and reconnect).
+ * direction in one key epoch (rekey, or close and reconnect).
  *
  * srdma_conn_open() opens, in place, a sealed message of len bytes at buf
  * (a receive slot's byte_len bytes, or the window's bytes a WRITE's
@@ -824,7 +824,8 @@ SRDMA_API void srdma_conn_close(struct srdma_conn *c, uint16_t code,
  * the packets' headers), and cannot stop a peer or an injector from
  * ending a connection (docs/SECURITY.md). One thread may seal while
  * another opens on the same connection; two seals (or two opens) must not
- * overlap.
+ * overlap. On a connection that rekeys, open from the thread that takes
+ * completions (a rekey moves the receiving key there).
  */
 #define SRDMA_SEAL_HDR_LEN 16
 #define SRDMA_SEAL_TAG_LEN 16
@@ -862,7 +863,9 @@ SRDMA_API const char *srdma_seal_name(int cipher);
  *    the library (the key changes at the switch too).
  * Completions keep their meaning: a receive's wr_id is its slot, and
  * slots given back with srdma_conn_post_recv() go where the peer sends.
+ * The send wr_id SRDMA_WR_ID_REKEY is the library's: never post it.
  */
+#define SRDMA_WR_ID_REKEY (UINT64_MAX - 1)
 #define SRDMA_REKEY_MAX_MS 30000
 SRDMA_API int srdma_conn_rekey(struct srdma_conn *c, struct srdma_err *err);
 SRDMA_API int srdma_conn_rekeying(const struct srdma_conn *c);

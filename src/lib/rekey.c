@@ -246,6 +246,10 @@ int srdma_rekey_on_msg(struct srdma_conn *c, const struct srdma_rekey_msg *m,
 
 	if (c->shape.sh || !r->peer_can)
 		return rk_fail(err, -EPROTO, "rekey", "a REKEY this connection did not offer to take");
+	/* Not during setup: the seal keys (and the completion filter) exist
+	 * only from the handover on. */
+	if (!c->established)
+		return rk_fail(err, -EPROTO, "rekey", "a REKEY before setup finished");
 	switch (m->phase) {
 	case SRDMA_REKEY_OFFER:
 		if (r->state == RK_OFFERED) {

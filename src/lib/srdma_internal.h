@@ -190,7 +190,6 @@ void srdma_qp_shape_from_opts(struct srdma_qp_shape *s, const struct srdma_rdma_
  * failed, its posted receives come back flushed and go up on the new QP,
  * and it is destroyed.
  */
-#define SRDMA_WR_ID_REKEY (UINT64_MAX - 1)	/* our marker's send */
 #define SRDMA_REKEY_TIMEOUT_MS SRDMA_REKEY_MAX_MS	/* a rekey in flight ends by then */
 struct srdma_rekey {
 	int state;			/* enum rk_state (rekey.c); 0: none */
