@@ -121,9 +121,11 @@ static void drop_new(struct srdma_conn *c)
 	OPENSSL_cleanse(r->key_rx, sizeof(r->key_rx));
 }
 
+/* The next epoch: its markers and keys, and our new QP (INIT) with its PSN. */
 static int begin(struct srdma_conn *c, struct srdma_err *err)
 {
 	struct srdma_rekey *r = &c->rk;
+	int rc;
 
 	r->epoch++;
 	if (r->epoch > SRDMA_SEAL_MAX_EPOCH)
@@ -134,7 +136,8 @@ static int begin(struct srdma_conn *c, struct srdma_err *err)
 	r->qp_old = c->qp;
 	r->rx_qp = c->qp;	/* until the peer's marker, whatever c->qp becomes */
 	r->deadline_ms = srdma_now_ms() + SRDMA_REKEY_TIMEOUT_MS;
-	return derive(c, err);
+	rc = derive(c, err);
+	return rc ? rc : make_new_qp(c, err);
 }
 
 static int send_rekey(struct srdma_conn *c, uint8_t phase, struct srdma_err *err)
@@ -162,8 +165,6 @@ int srdma_conn_rekey(struct srdma_conn *c, struct srdma_err *err)
 	if (c->rk.state != RK_IDLE)
 		return rk_fail(err, -EBUSY, "rekey", "a rekey is in progress");
 	rc = begin(c, err);
-	if (!rc)
-		rc = make_new_qp(c, err);
 	if (!rc)
 		rc = send_rekey(c, SRDMA_REKEY_OFFER, err);
 	if (rc) {
@@ -261,8 +262,6 @@ int srdma_rekey_on_msg(struct srdma_conn *c, const struct srdma_rekey_msg *m,
 			return rk_fail(err, -EPROTO, "rekey", "an OFFER while a rekey is in progress");
 		}
 		rc = begin(c, err);
-		if (!rc)
-			rc = make_new_qp(c, err);
 		if (!rc)
 			rc = take_peer(c, m, err);
 		if (!rc)
