@@ -33,7 +33,9 @@
  *    device and TLS context they share are released with the last user.
  *  - Strings in options structs are used during the call only.
  *  - Pointers a connection hands out (srdma_conn_info(), its buffers, QP,
- *    completion channel) are valid until srdma_conn_close(). Post work
+ *    completion channel) are valid until srdma_conn_close(), the QP with
+ *    one exception: on a connection that rekeys (the rekey option on both
+ *    sides, off by default), a rekey replaces it ("Rekeying" below). Post work
  *    requests on the QP; take completions with srdma_conn_poll_wc() or
  *    srdma_conn_next_wc() only (they acknowledge and re-arm the completion
  *    channel); never modify or destroy the QP, CQs or channel yourself.
@@ -251,7 +253,14 @@ struct srdma_server_opts {
 	int seal;		/* enum srdma_seal_cipher: 0 off; the clients
 				 * must ask for the same (srdma_conn_seal()) */
 	int rekey_interval_ms;	/* 0: off; move every connection to a fresh QP
-				 * (and keys) this often (srdma_conn_rekey()) */
+				 * (and keys) this often (srdma_conn_rekey());
+				 * sets rekey */
+	int rekey;		/* nonzero: take part in rekeying (say so in
+				 * the HELLO): either side may then replace
+				 * the connection's QP, so fetch
+				 * srdma_conn_qp() for each post ("Rekeying"
+				 * below). 0: the QP lives as long as the
+				 * connection; the peer's REKEY is refused */
 };
 
 struct srdma_client_opts {
@@ -279,6 +288,7 @@ struct srdma_client_opts {
 	/* Added in 0.5. */
 	int seal;		/* enum srdma_seal_cipher: as the server's */
 	int rekey_interval_ms;	/* as the server's */
+	int rekey;		/* as the server's */
 };
 
 /* Fill with defaults: the size, port SRDMA_DEFAULT_PORT (on the server,
@@ -806,16 +816,20 @@ SRDMA_API void srdma_conn_close(struct srdma_conn *c, uint16_t code,
  * Returns 0 with *out_len set; -EOPNOTSUPP on a connection without
  * sealing; -ENOBUFS when cap is too small; -EINVAL when msg and out overlap
  * otherwise; -EKEYEXPIRED after SRDMA_SEAL_MAX_MSGS messages in one
- * direction in one key epoch (rekey, or close and reconnect).
+ * direction in one key epoch (rekey, or close and reconnect); -EIO when
+ * the cipher failed (out is wiped, and the sequence number is used up, so
+ * the peer will refuse the next message: close the connection).
  *
  * srdma_conn_open() opens, in place, a sealed message of len bytes at buf
  * (a receive slot's byte_len bytes, or the window's bytes a WRITE's
- * notification names): 0 with *kind, *msg (buf + SRDMA_SEAL_HDR_LEN) and
+ * notification names; a len beyond srdma_conn_buf_size(), a slot's and
+ * the window's size, is refused without reading past it): 0 with *kind, *msg (buf + SRDMA_SEAL_HDR_LEN) and
  * *msg_len (len - SRDMA_SEAL_OVERHEAD) set, only when its tag verifies
  * under the peer's key and it is the very next message the peer sealed.
  * Anything else (forged, replayed, reordered, lost, altered, truncated, or
  * bytes written into the window that the peer never sealed) returns
- * -EBADMSG, wipes what it decrypted, fails the connection's QP, and ends
+ * -EBADMSG, wipes what it decrypted, fails the connection's QP (during a
+ * rekey, both of them), and ends
  * the connection: srdma_conn_poll_ctrl() then returns SRDMA_CLOSE_PROTOCOL
  * with the reason, every later open returns -ENOTCONN, and
  * srdma_conn_close(c, 0, NULL) tells the peer SRDMA_ERROR_SEAL.
@@ -825,7 +839,9 @@ SRDMA_API void srdma_conn_close(struct srdma_conn *c, uint16_t code,
  * ending a connection (docs/SECURITY.md). One thread may seal while
  * another opens on the same connection; two seals (or two opens) must not
  * overlap. On a connection that rekeys, open from the thread that takes
- * completions (a rekey moves the receiving key there).
+ * completions (a rekey moves the receiving key there); a seal may run on
+ * any thread while a rekey moves the sending key (the two take a lock: a
+ * number is never used twice under one key).
  */
 #define SRDMA_SEAL_HDR_LEN 16
 #define SRDMA_SEAL_TAG_LEN 16
@@ -842,14 +858,15 @@ SRDMA_API const char *srdma_seal_name(int cipher);
  * Rekeying, make before break (0.5): move a live connection to a fresh QP
  * with fresh PSNs (and, sealed, fresh keys in the next epoch) without
  * losing, duplicating or reordering a message, so that no (QPN, PSN) pair
- * lives long enough for a PSN sweep (docs/SECURITY.md). Either side may
- * start one with srdma_conn_rekey() (or by rekey_interval_ms in its
- * options); the rest runs inside srdma_conn_poll_ctrl() and
+ * lives long enough for a PSN sweep (docs/SECURITY.md). Both sides opt
+ * in (the rekey option, or rekey_interval_ms, in their options); then
+ * either side may start one with srdma_conn_rekey() (or by its interval);
+ * the rest runs inside srdma_conn_poll_ctrl() and
  * srdma_conn_poll_wc() / srdma_conn_next_wc() on both sides, over the
  * control channel (docs/PROTOCOL.md, "Rekeying"), and ends within
  * SRDMA_REKEY_TIMEOUT_MS or ends the connection. srdma_conn_rekey()
  * returns 0 once the offer is out (-EBUSY while one runs; -EOPNOTSUPP in
- * shared mode or when the peer does not rekey); srdma_conn_rekeying() says
+ * shared mode or when either side did not opt in); srdma_conn_rekeying() says
  * whether one is in flight, srdma_conn_info()->epoch counts those done.
  *
  * What a program must do, on a connection that may rekey:

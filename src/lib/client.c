@@ -136,6 +136,7 @@ int srdma_client_new(const struct srdma_client_opts *opts, struct srdma_client *
 	srdma_qp_shape_from_opts(&cl->shape, &o->rdma);
 	cl->shape.seal = (enum srdma_seal_cipher)o->seal;
 	cl->shape.rekey_ms = o->rekey_interval_ms > 0 ? o->rekey_interval_ms : 0;
+	cl->shape.rekey = o->rekey || cl->shape.rekey_ms;
 	cl->resume = o->resume != 0;
 
 	rc = srdma_tls_client_ctx(&cl->ctx, o->ca_file, o->cert_file, o->key_file, err);

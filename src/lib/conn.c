@@ -148,7 +148,7 @@ static int send_hello(struct srdma_conn *c, int64_t deadline, struct srdma_err *
 	if (c->shape.psn_mode == SRDMA_PSN_EXPORTER)
 		m.u.hello.caps |= SRDMA_CAP_PSN_EXPORTER;
 	m.u.hello.caps |= seal_cap(c->shape.seal);
-	if (!c->shape.sh)
+	if (c->shape.rekey && !c->shape.sh)
 		m.u.hello.caps |= SRDMA_CAP_REKEY;
 	return srdma_ctrl_send(c, &m, deadline, err);
 }
@@ -160,7 +160,8 @@ static int check_hello(struct srdma_conn *c, const struct srdma_hello *h,
 
 	c->peer_window = h->caps & SRDMA_CAP_WRITE_WINDOW;
 	c->peer_pings = h->caps & SRDMA_CAP_PING;
-	c->rk.peer_can = (h->caps & SRDMA_CAP_REKEY) && !c->shape.sh;
+	/* Both opted in, or neither QP is ever replaced. */
+	c->rk.peer_can = (h->caps & SRDMA_CAP_REKEY) && c->shape.rekey && !c->shape.sh;
 
 	if (h->version != SRDMA_WIRE_VERSION) {
 		srdma_set_err(err, -EPROTONOSUPPORT, "handshake",
@@ -928,10 +929,18 @@ int srdma_conn_open(struct srdma_conn *c, void *buf, size_t len, uint16_t *kind,
 
 	if (!c->seal)
 		return -EOPNOTSUPP;
-	rc = srdma_seal_open(c->seal, buf, len, kind, msg, msg_len);
-	/* Whoever sent it, nothing more from this QP is trusted: fail it, so
-	 * that what follows is flushed, not delivered. */
-	if (rc == -EBADMSG)
+	/* Nothing sealed is longer than a slot or the window (buf_size
+	 * each): a length the peer named (a WRITE's) is not read past them. */
+	rc = srdma_seal_open(c->seal, buf, len, c->shape.buf_size, kind, msg, msg_len);
+	/* Whoever sent it, nothing more from this connection is trusted:
+	 * fail its QPs (during a rekey, both), so that what follows is
+	 * flushed, not delivered. */
+	if (rc == -EBADMSG) {
 		ibv_modify_qp(c->qp, &a, IBV_QP_STATE);
+		if (c->rk.qp_old && c->rk.qp_old != c->qp)
+			ibv_modify_qp(c->rk.qp_old, &a, IBV_QP_STATE);
+		if (c->rk.qp_new && c->rk.qp_new != c->qp)
+			ibv_modify_qp(c->rk.qp_new, &a, IBV_QP_STATE);
+	}
 	return rc;
 }

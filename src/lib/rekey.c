@@ -15,6 +15,9 @@
  *	REKEY SWITCH                  ->
  *	                                    marker on the old QP, then sends
  *	                                    go on the new QP
+ *	(each side, once its marker's send has completed: the peer has it,
+ *	and nothing of ours will ever be retried on the old QP)
+ *	REKEY DONE                    <->   REKEY DONE
  *
  * A marker is an empty SEND WITH IMMEDIATE, the immediate a 32-bit token
  * from the TLS exporter for this epoch: the last message of a direction on
@@ -23,13 +26,19 @@
  * sends on the new QP can be taken before what it sent on the old one:
  * it waits, receiver-not-ready, and the QP retries it without limit
  * (rnr_retry 7): that costs a moment, never a message. At the marker the
- * slot it used and every slot the program gives back go up on the new QP;
- * once both directions have moved and our marker has completed, the old
- * QP is failed, the receives still posted on it come back flushed and go
- * up on the new one, unseen by the program, and it is destroyed.
+ * slot it used and every slot the program gives back go up on the new QP.
+ * Once both directions have moved, our marker has completed and the
+ * peer's DONE has come, the old QP is failed, the receives still posted on
+ * it come back flushed and go up on the new one, unseen by the program,
+ * and it is destroyed. Without the DONE, a lost acknowledgement of the
+ * peer's marker would have the peer retry it into a QP we had failed, and
+ * the connection would end.
  *
  * While the offer is out the offerer's QP is in INIT: the answerer sends
  * nothing on it until the SWITCH, which comes after that QP is in RTS.
+ *
+ * Steps that must talk TLS (DONE, answering a queued OFFER) wait for the
+ * next srdma_conn_poll_ctrl(): srdma_rekey_timeout_ms() says 0 then.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -132,6 +141,7 @@ static int begin(struct srdma_conn *c, struct srdma_err *err)
 		return rk_fail(err, -EOVERFLOW, "rekey", "out of key epochs");
 	r->tx_switched = r->rx_switched = false;
 	r->marker_posted = r->marker_done = r->old_failed = false;
+	r->done_sent = r->peer_done = false;
 	r->on_old = 0;
 	r->qp_old = c->qp;
 	r->rx_qp = c->qp;	/* until the peer's marker, whatever c->qp becomes */
@@ -145,7 +155,7 @@ static int send_rekey(struct srdma_conn *c, uint8_t phase, struct srdma_err *err
 	struct srdma_msg m = { .type = SRDMA_MSG_REKEY };
 
 	m.u.rekey.phase = phase;
-	if (phase != SRDMA_REKEY_SWITCH) {
+	if (phase == SRDMA_REKEY_OFFER || phase == SRDMA_REKEY_ANSWER) {
 		m.u.rekey.qpn = c->rk.local.qpn;
 		m.u.rekey.psn = c->shape.psn_mode == SRDMA_PSN_EXPORTER ? 0 : c->rk.local.psn;
 	}
@@ -162,7 +172,7 @@ int srdma_conn_rekey(struct srdma_conn *c, struct srdma_err *err)
 		return rk_fail(err, -ENOTCONN, "rekey", "the connection is not up");
 	if (!c->rk.peer_can)
 		return rk_fail(err, -EOPNOTSUPP, "rekey", "the peer does not rekey");
-	if (c->rk.state != RK_IDLE)
+	if (c->rk.state != RK_IDLE || c->rk.offer_queued)
 		return rk_fail(err, -EBUSY, "rekey", "a rekey is in progress");
 	rc = begin(c, err);
 	if (!rc)
@@ -178,7 +188,7 @@ int srdma_conn_rekey(struct srdma_conn *c, struct srdma_err *err)
 
 int srdma_conn_rekeying(const struct srdma_conn *c)
 {
-	return c->rk.state != RK_IDLE;
+	return c->rk.state != RK_IDLE || c->rk.offer_queued;
 }
 
 /* The peer's new QP, as its OFFER or ANSWER names it. */
@@ -238,12 +248,29 @@ static int switch_tx(struct srdma_conn *c, struct srdma_err *err)
 	return post_marker(c, err);
 }
 
+static int retire(struct srdma_conn *c);
+
+/* Take the peer's OFFER: our new QP against its, to RTS, and ANSWER. */
+static int answer(struct srdma_conn *c, const struct srdma_rekey_msg *m, struct srdma_err *err)
+{
+	int rc = begin(c, err);
+
+	if (!rc)
+		rc = take_peer(c, m, err);
+	if (!rc)
+		rc = send_rekey(c, SRDMA_REKEY_ANSWER, err);
+	if (rc)
+		return rc;
+	c->rk.offered_by_us = false;
+	c->rk.state = RK_ANSWERED;
+	return 0;
+}
+
 int srdma_rekey_on_msg(struct srdma_conn *c, const struct srdma_rekey_msg *m,
 		       struct srdma_err *err)
 {
 	struct srdma_rekey *r = &c->rk;
 	int rc;
-
 
 	if (c->shape.sh || !r->peer_can)
 		return rk_fail(err, -EPROTO, "rekey", "a REKEY this connection did not offer to take");
@@ -253,6 +280,15 @@ int srdma_rekey_on_msg(struct srdma_conn *c, const struct srdma_rekey_msg *m,
 		return rk_fail(err, -EPROTO, "rekey", "a REKEY before setup finished");
 	switch (m->phase) {
 	case SRDMA_REKEY_OFFER:
+		if (r->offer_queued)
+			return rk_fail(err, -EPROTO, "rekey", "a second OFFER before the first was answered");
+		if (r->state == RK_SWITCHED) {
+			/* The peer has retired its old QP and offers the next;
+			 * we are still retiring ours: answer once we have. */
+			r->queued = *m;
+			r->offer_queued = true;
+			return 0;
+		}
 		if (r->state == RK_OFFERED) {
 			/* Both offered at once: the server's offer stands. */
 			if (c->server)
@@ -261,16 +297,7 @@ int srdma_rekey_on_msg(struct srdma_conn *c, const struct srdma_rekey_msg *m,
 		} else if (r->state != RK_IDLE) {
 			return rk_fail(err, -EPROTO, "rekey", "an OFFER while a rekey is in progress");
 		}
-		rc = begin(c, err);
-		if (!rc)
-			rc = take_peer(c, m, err);
-		if (!rc)
-			rc = send_rekey(c, SRDMA_REKEY_ANSWER, err);
-		if (rc)
-			return rc;
-		r->offered_by_us = false;
-		r->state = RK_ANSWERED;
-		return 0;
+		return answer(c, m, err);
 	case SRDMA_REKEY_ANSWER:
 		if (r->state != RK_OFFERED)
 			return rk_fail(err, -EPROTO, "rekey", "an ANSWER to no offer");
@@ -284,6 +311,15 @@ int srdma_rekey_on_msg(struct srdma_conn *c, const struct srdma_rekey_msg *m,
 		if (r->state != RK_ANSWERED)
 			return rk_fail(err, -EPROTO, "rekey", "a SWITCH out of turn");
 		return switch_tx(c, err);
+	case SRDMA_REKEY_DONE:
+		/* The peer's marker is through, so the peer is past SWITCH,
+		 * and so are we; one DONE per rekey. */
+		if (r->state != RK_SWITCHED || r->peer_done)
+			return rk_fail(err, -EPROTO, "rekey", "a DONE out of turn");
+		r->peer_done = true;
+		if (retire(c))
+			return rk_fail(err, -EIO, "rekey", "cannot fail the old QP");
+		return 0;
 	default:
 		return rk_fail(err, -EPROTO, "rekey", "an unknown phase");
 	}
@@ -307,14 +343,16 @@ static int switch_rx(struct srdma_conn *c, unsigned int slot)
 	return srdma_verbs_post_recv_on(c, r->qp_new, slot);
 }
 
-/* Once both directions have moved and our marker is through: fail the
- * old QP (its receives come back flushed), then destroy it. */
+/* Once both directions have moved, our marker is through and we have
+ * said so (our DONE), and the peer's is (its DONE): fail the old QP (its
+ * receives come back flushed), then destroy it. */
 static int retire(struct srdma_conn *c)
 {
 	struct srdma_rekey *r = &c->rk;
 	struct ibv_qp_attr a = { .qp_state = IBV_QPS_ERR };
 
-	if (r->state != RK_SWITCHED || !r->rx_switched || !r->marker_done)
+	if (r->state != RK_SWITCHED || !r->rx_switched || !r->marker_done || !r->done_sent ||
+	    !r->peer_done)
 		return 0;
 	if (!r->old_failed) {
 		if (ibv_modify_qp(r->qp_old, &a, IBV_QP_STATE))
@@ -373,13 +411,28 @@ static bool take_one(struct srdma_conn *c, const struct ibv_wc *wc)
 	if (on_old && r->old_failed && wc->status == IBV_WC_WR_FLUSH_ERR) {
 		/* A receive the retired QP held: up again on the new one. */
 		r->on_old &= ~(1u << slot);
-		srdma_verbs_post_recv_on(c, r->qp_new, slot);
+		if (srdma_verbs_post_recv_on(c, r->qp_new, slot))
+			r->failed = true;
 		return false;
 	}
 	if (wc->status != IBV_WC_SUCCESS)
 		return true;
-	if (on_old && !r->rx_switched && is_marker(r, wc))
-		return switch_rx(c, slot) != 0;
+	if (on_old && !r->rx_switched && is_marker(r, wc)) {
+		if (switch_rx(c, slot))
+			r->failed = true;	/* srdma_rekey_tick() ends it */
+		return false;
+	}
+	if (on_old && r->rx_switched) {
+		/* After the peer's marker its old stream is over: whatever
+		 * else arrives there someone else sent (an injector who has
+		 * the old PSN). Not the program's: the slot goes up on the
+		 * new QP. */
+		r->stray++;
+		r->on_old &= ~(1u << slot);
+		if (srdma_verbs_post_recv_on(c, r->qp_new, slot))
+			r->failed = true;
+		return false;
+	}
 	c->rx_posted &= ~(1u << slot);
 	return true;
 }
@@ -398,6 +451,13 @@ int srdma_rekey_filter(struct srdma_conn *c, struct ibv_wc *wc, int n, struct sr
 
 /* --- timers --- */
 
+/* A step that must talk TLS is waiting: our DONE, or a queued OFFER. */
+static bool due_now(const struct srdma_rekey *r)
+{
+	return (r->state == RK_SWITCHED && r->marker_done && !r->done_sent) ||
+	       (r->state == RK_IDLE && r->offer_queued);
+}
+
 int srdma_rekey_timeout_ms(const struct srdma_conn *c)
 {
 	const struct srdma_rekey *r = &c->rk;
@@ -405,7 +465,7 @@ int srdma_rekey_timeout_ms(const struct srdma_conn *c)
 
 	if (c->shape.sh || !r->peer_can || c->end_rc || !c->established)
 		return -1;
-	if (r->failed)
+	if (r->failed || due_now(r))
 		return 0;
 	if (r->state != RK_IDLE)
 		due = r->deadline_ms;
@@ -426,6 +486,21 @@ int srdma_rekey_tick(struct srdma_conn *c, struct srdma_err *err)
 		return 0;
 	if (r->failed)
 		return rk_fail(err, -EIO, "rekey", "the move to the new QP failed");
+	if (r->state == RK_SWITCHED && r->marker_done && !r->done_sent) {
+		int rc = send_rekey(c, SRDMA_REKEY_DONE, err);
+
+		if (rc)
+			return rc;
+		r->done_sent = true;
+		if (retire(c))
+			return rk_fail(err, -EIO, "rekey", "cannot fail the old QP");
+	}
+	if (r->state == RK_IDLE && r->offer_queued) {
+		struct srdma_rekey_msg m = r->queued;
+
+		r->offer_queued = false;
+		return answer(c, &m, err);
+	}
 	if (r->state != RK_IDLE) {
 		if (now >= r->deadline_ms)
 			return rk_fail(err, -ETIMEDOUT, "rekey",

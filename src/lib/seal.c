@@ -30,6 +30,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,6 +55,11 @@ struct seal_dir {
 
 struct srdma_seal {
 	enum srdma_seal_cipher cipher;
+	/* tx is the sealing thread's and, at a rekey's switch, the thread
+	 * that polls the control channel's: the lock keeps a seal from ever
+	 * seeing half a new key (its nonce would then repeat under one). */
+	pthread_mutex_t tx_lock;
+	bool tx_dead;		/* a rekey failed to set its key: no more seals */
 	struct seal_dir tx, rx;
 	/* After a rekey moved rx on: the previous epoch's, for the messages
 	 * the peer sealed before its switch that the program has not opened
@@ -145,6 +151,7 @@ int srdma_seal_new(struct srdma_seal **out, enum srdma_seal_cipher cipher, bool 
 	if (!s)
 		return -ENOMEM;
 	s->cipher = cipher;
+	pthread_mutex_init(&s->tx_lock, NULL);
 	if (dir_init(&s->tx, evp, true, server ? 1 : 0, epoch, tx_key) ||
 	    dir_init(&s->rx, evp, false, server ? 0 : 1, epoch, rx_key) ||
 	    dir_init(&s->rx_prev, evp, false, server ? 0 : 1, epoch, rx_key)) {
@@ -162,6 +169,7 @@ void srdma_seal_free(struct srdma_seal *s)
 	EVP_CIPHER_CTX_free(s->tx.ctx);	/* which wipes the key schedule */
 	EVP_CIPHER_CTX_free(s->rx.ctx);
 	EVP_CIPHER_CTX_free(s->rx_prev.ctx);
+	pthread_mutex_destroy(&s->tx_lock);
 	free(s);
 }
 
@@ -182,17 +190,18 @@ int srdma_seal_keys(SSL *ssl, uint32_t epoch, uint8_t c2s[SRDMA_SEAL_KEY_LEN],
 	return 0;
 }
 
-static void make_nonce(uint8_t nonce[SEAL_NONCE_LEN], const struct seal_dir *d)
+static void make_nonce(uint8_t nonce[SEAL_NONCE_LEN], const struct seal_dir *d, uint64_t seq)
 {
 	put_u32(nonce, d->dir << 31 | d->epoch);
-	put_u64(nonce + 4, d->seq);
+	put_u64(nonce + 4, seq);
 }
 
 int srdma_seal_msg(struct srdma_seal *s, uint16_t kind, const void *msg, size_t len,
 		   void *out, size_t cap, size_t *out_len)
 {
 	uint8_t nonce[SEAL_NONCE_LEN], *o = out;
-	int n;
+	uint64_t seq;
+	int n, rc = 0;
 
 	if (len > SRDMA_MAX_BUF_SIZE)
 		return -EMSGSIZE;
@@ -203,25 +212,40 @@ int srdma_seal_msg(struct srdma_seal *s, uint16_t kind, const void *msg, size_t 
 	    (const uint8_t *)msg < o + len + SRDMA_SEAL_OVERHEAD &&
 	    o < (const uint8_t *)msg + len)
 		return -EINVAL;
-	if (s->tx.seq >= SRDMA_SEAL_MAX_MSGS)
-		return -EKEYEXPIRED;
+	pthread_mutex_lock(&s->tx_lock);
+	if (s->tx_dead) {
+		rc = -EIO;
+		goto out;
+	}
+	if (s->tx.seq >= SRDMA_SEAL_MAX_MSGS) {
+		rc = -EKEYEXPIRED;
+		goto out;
+	}
+	/* The number is used up before the cipher runs: a seal that fails
+	 * half-way may have left ciphertext under this nonce in out, and the
+	 * next message must not be sealed under it again. */
+	seq = s->tx.seq++;
 	o[0] = SEAL_VERSION;
 	o[1] = 0;
 	o[2] = (uint8_t)(kind >> 8);
 	o[3] = (uint8_t)kind;
 	put_u32(o + 4, s->tx.epoch);
-	put_u64(o + 8, s->tx.seq);
-	make_nonce(nonce, &s->tx);
+	put_u64(o + 8, seq);
+	make_nonce(nonce, &s->tx, seq);
 	if (EVP_EncryptInit_ex(s->tx.ctx, NULL, NULL, NULL, nonce) != 1 ||
 	    EVP_EncryptUpdate(s->tx.ctx, NULL, &n, o, SRDMA_SEAL_HDR_LEN) != 1 ||
 	    (len && EVP_EncryptUpdate(s->tx.ctx, o + SRDMA_SEAL_HDR_LEN, &n, msg, (int)len) != 1) ||
 	    EVP_EncryptFinal_ex(s->tx.ctx, o + SRDMA_SEAL_HDR_LEN + len, &n) != 1 ||
 	    EVP_CIPHER_CTX_ctrl(s->tx.ctx, EVP_CTRL_AEAD_GET_TAG, SRDMA_SEAL_TAG_LEN,
-				o + SRDMA_SEAL_HDR_LEN + len) != 1)
-		return -EIO;
-	s->tx.seq++;
+				o + SRDMA_SEAL_HDR_LEN + len) != 1) {
+		OPENSSL_cleanse(o, len + SRDMA_SEAL_OVERHEAD);
+		rc = -EIO;
+		goto out;
+	}
 	*out_len = len + SRDMA_SEAL_OVERHEAD;
-	return 0;
+out:
+	pthread_mutex_unlock(&s->tx_lock);
+	return rc;
 }
 
 /* The first failure ends the direction; why keeps what it was. */
@@ -237,7 +261,7 @@ static int refuse(struct srdma_seal *s, int rc, const char *fmt, ...)
 	return rc;
 }
 
-int srdma_seal_open(struct srdma_seal *s, void *buf, size_t len, uint16_t *kind,
+int srdma_seal_open(struct srdma_seal *s, void *buf, size_t len, size_t cap, uint16_t *kind,
 		    void **msg, size_t *msg_len)
 {
 	uint8_t nonce[SEAL_NONCE_LEN], *b = buf;
@@ -255,6 +279,9 @@ int srdma_seal_open(struct srdma_seal *s, void *buf, size_t len, uint16_t *kind,
 	if (len > SRDMA_MAX_BUF_SIZE + (size_t)SRDMA_SEAL_OVERHEAD)
 		return refuse(s, -EBADMSG, "a sealed message of %zu bytes (at most %zu)", len,
 			      SRDMA_MAX_BUF_SIZE + (size_t)SRDMA_SEAL_OVERHEAD);
+	if (len > cap)
+		return refuse(s, -EBADMSG, "a sealed message of %zu bytes in a buffer of %zu",
+			      len, cap);
 	if (b[0] != SEAL_VERSION || b[1] != 0)
 		return refuse(s, -EBADMSG, "not a sealed message (version %u, flags 0x%02x)",
 			      b[0], b[1]);
@@ -270,7 +297,7 @@ int srdma_seal_open(struct srdma_seal *s, void *buf, size_t len, uint16_t *kind,
 			      (unsigned long long)seq, (unsigned long long)d->seq,
 			      seq < d->seq ? "replayed" : "reordered, or one is missing");
 	plen = len - SRDMA_SEAL_OVERHEAD;
-	make_nonce(nonce, d);
+	make_nonce(nonce, d, seq);
 	if (EVP_DecryptInit_ex(d->ctx, NULL, NULL, NULL, nonce) != 1 ||
 	    EVP_DecryptUpdate(d->ctx, NULL, &n, b, SRDMA_SEAL_HDR_LEN) != 1 ||
 	    (plen && EVP_DecryptUpdate(d->ctx, b + SRDMA_SEAL_HDR_LEN, &n,
@@ -307,7 +334,14 @@ static int dir_rekey(struct seal_dir *d, bool encrypt, uint32_t epoch,
 
 int srdma_seal_rekey_tx(struct srdma_seal *s, uint32_t epoch, const uint8_t key[SRDMA_SEAL_KEY_LEN])
 {
-	return dir_rekey(&s->tx, true, epoch, key);
+	int rc;
+
+	pthread_mutex_lock(&s->tx_lock);
+	rc = dir_rekey(&s->tx, true, epoch, key);
+	if (rc)
+		s->tx_dead = true;	/* which key would the next seal use? */
+	pthread_mutex_unlock(&s->tx_lock);
+	return rc;
 }
 
 int srdma_seal_rekey_rx(struct srdma_seal *s, uint32_t epoch, const uint8_t key[SRDMA_SEAL_KEY_LEN])
@@ -332,7 +366,12 @@ enum srdma_seal_cipher srdma_seal_cipher_of(const struct srdma_seal *s)
 	return s ? s->cipher : SRDMA_SEAL_OFF;
 }
 
-uint64_t srdma_seal_sent(const struct srdma_seal *s)
+uint64_t srdma_seal_sent(struct srdma_seal *s)
 {
-	return s->tx.seq;
+	uint64_t n;
+
+	pthread_mutex_lock(&s->tx_lock);
+	n = s->tx.seq;
+	pthread_mutex_unlock(&s->tx_lock);
+	return n;
 }

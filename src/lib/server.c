@@ -104,7 +104,7 @@ static int make_shared(struct srdma_listener *l, const struct srdma_server_opts 
 	unsigned int max_conns;
 	int rc;
 
-	if (o->rekey_interval_ms > 0) {
+	if (o->rekey_interval_ms > 0 || o->rekey) {
 		srdma_set_err(err, -EINVAL, "options",
 			      "rekeying is not available in shared mode (srq_slots)");
 		return -EINVAL;
@@ -161,6 +161,7 @@ int srdma_listen(const struct srdma_server_opts *opts, struct srdma_listener **o
 	srdma_qp_shape_from_opts(&l->shape, &o->rdma);
 	l->shape.seal = (enum srdma_seal_cipher)o->seal;
 	l->shape.rekey_ms = o->rekey_interval_ms > 0 ? o->rekey_interval_ms : 0;
+	l->shape.rekey = o->rekey || l->shape.rekey_ms;
 
 	if (o->crl_file && !o->client_ca) {
 		srdma_set_err(err, -EINVAL, "options",

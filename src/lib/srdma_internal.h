@@ -176,6 +176,7 @@ struct srdma_qp_shape {
 	enum srdma_psn_mode psn_mode;
 	enum srdma_seal_cipher seal;	/* SRDMA_SEAL_OFF: none */
 	int rekey_ms;			/* rekey_interval_ms (0: off) */
+	bool rekey;			/* opted in to rekeying (or rekey_ms) */
 	struct srdma_shared *sh;	/* shared mode (server): the listener's */
 };
 void srdma_qp_shape_from_opts(struct srdma_qp_shape *s, const struct srdma_rdma_opts *o);
@@ -186,9 +187,10 @@ void srdma_qp_shape_from_opts(struct srdma_qp_shape *s, const struct srdma_rdma_
  * own point: ours when we post our marker (the last message on the old
  * QP), the peer's when its marker arrives. Until the peer's marker, the
  * new QP's receives are held back so that nothing overtakes the old
- * stream; once both have moved and our marker has completed, the old QP is
- * failed, its posted receives come back flushed and go up on the new QP,
- * and it is destroyed.
+ * stream; once both have moved, our marker has completed and the peer
+ * has said (DONE) that its marker has too, the old QP is failed, its
+ * posted receives come back flushed and go up on the new QP, and it is
+ * destroyed.
  */
 #define SRDMA_REKEY_TIMEOUT_MS SRDMA_REKEY_MAX_MS	/* a rekey in flight ends by then */
 struct srdma_rekey {
@@ -201,7 +203,14 @@ struct srdma_rekey {
 	uint32_t epoch;			/* current (0 from setup); +1 in flight */
 	uint32_t tx_token, rx_token;	/* this rekey's markers (immediates) */
 	bool tx_switched, rx_switched, marker_posted, marker_done, old_failed;
+	bool done_sent, peer_done;	/* REKEY DONE: ours out, the peer's in */
 	uint32_t on_old;		/* receive slots still posted on qp_old */
+	/* The peer's next OFFER, come while we still retire the old QP (its
+	 * side finished first): answered once we have. */
+	bool offer_queued;
+	struct srdma_rekey_msg queued;
+	unsigned long long stray;	/* receives on qp_old after the peer's
+					 * marker: never the peer's, dropped */
 	bool failed;			/* a step in a poll failed: end it */
 	uint8_t key_tx[32], key_rx[32];	/* the next epoch's seal keys */
 	int64_t deadline_ms;		/* the rekey in flight must end by then */
@@ -364,8 +373,10 @@ int srdma_seal_keys(SSL *ssl, uint32_t epoch, uint8_t c2s[SRDMA_SEAL_KEY_LEN],
 		    uint8_t s2c[SRDMA_SEAL_KEY_LEN]);
 int srdma_seal_msg(struct srdma_seal *s, uint16_t kind, const void *msg, size_t len,
 		   void *out, size_t cap, size_t *out_len);
-/* 0, -ENOTCONN (broken before), or -EBADMSG (broken now: see below). */
-int srdma_seal_open(struct srdma_seal *s, void *buf, size_t len, uint16_t *kind,
+/* 0, -ENOTCONN (broken before), or -EBADMSG (broken now: see below).
+ * cap: the bytes buf holds (a slot, the window); a len beyond it (the
+ * peer's word, for a WRITE) is refused, never read. */
+int srdma_seal_open(struct srdma_seal *s, void *buf, size_t len, size_t cap, uint16_t *kind,
 		    void **msg, size_t *msg_len);
 /* Rekeying: one direction moves to epoch's key, its numbers from 0 (the
  * sender's at its switch point, the receiver's at the peer's marker). */
@@ -375,7 +386,7 @@ int srdma_seal_rekey_rx(struct srdma_seal *s, uint32_t epoch, const uint8_t key[
 const char *srdma_seal_broken(const struct srdma_seal *s);
 enum srdma_seal_cipher srdma_seal_cipher_of(const struct srdma_seal *s);
 /* Messages sealed so far in this epoch. */
-uint64_t srdma_seal_sent(const struct srdma_seal *s);
+uint64_t srdma_seal_sent(struct srdma_seal *s);
 
 /* --- rekeying (rekey.c) --- */
 

@@ -202,7 +202,7 @@ static bool window_valid(const struct srdma_params *pm)
 	return pm->addr <= UINT64_MAX - pm->len;
 }
 
-/* OFFER and ANSWER name a QP; SWITCH names nothing. */
+/* OFFER and ANSWER name a QP; SWITCH and DONE name nothing. */
 static bool rekey_valid(const struct srdma_rekey_msg *r)
 {
 	switch (r->phase) {
@@ -210,6 +210,7 @@ static bool rekey_valid(const struct srdma_rekey_msg *r)
 	case SRDMA_REKEY_ANSWER:
 		return r->qpn >= QPN_MIN && r->qpn <= QPN_MAX && r->psn <= PSN_MAX;
 	case SRDMA_REKEY_SWITCH:
+	case SRDMA_REKEY_DONE:
 		return r->qpn == 0 && r->psn == 0;
 	default:
 		return false;

@@ -74,6 +74,8 @@ enum srdma_rekey_phase {
 	SRDMA_REKEY_OFFER = 1,	/* the new QP's QPN and PSN */
 	SRDMA_REKEY_ANSWER = 2,	/* the peer's new QP, already in RTS */
 	SRDMA_REKEY_SWITCH = 3,	/* the offerer has switched: qpn and psn 0 */
+	SRDMA_REKEY_DONE = 4,	/* the sender's marker is acknowledged: the
+				 * old QP may go (qpn and psn 0) */
 };
 
 struct srdma_rekey_msg {

@@ -977,6 +977,7 @@ int main(int argc, char **argv)
 		}
 	}
 	tool_client_opts(&t, &o);
+	o.rekey = 1;	/* every post fetches srdma_conn_qp(): a rekey may move it */
 	o.server_name = server_name;
 	json = t.json;
 	verbose = t.verbose;

@@ -1084,6 +1084,9 @@ static int parse_args(int argc, char **argv, struct srdma_server_opts *o)
 		return 2;
 	}
 	tool_server_opts(&t, o);
+	/* Every post fetches srdma_conn_qp(), so a rekey may move it; shared
+	 * mode cannot rekey. */
+	o->rekey = o->srq_slots == 0;
 	verbose = t.verbose;
 	/* Shared mode cannot rekey: its alarm only logs, unless told more. */
 	if (o->srq_slots && the_watch.action == ALARM_REKEY) {

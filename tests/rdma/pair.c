@@ -18,6 +18,7 @@ struct accept_arg {
 };
 
 int pair_seal;
+int pair_rekey;
 
 static void *accept_thread(void *p)
 {
@@ -35,6 +36,7 @@ void pair_server_opts(struct srdma_server_opts *so, enum srdma_psn_mode mode)
 	so->key_file = SRDMA_TEST_CERTS "/server.key";
 	so->rdma.psn_mode = mode;
 	so->seal = pair_seal;
+	so->rekey = pair_rekey;
 }
 
 struct srdma_listener *pair_listen(enum srdma_psn_mode mode)
@@ -72,6 +74,7 @@ void pair_connect(struct srdma_listener *l, enum srdma_psn_mode mode,
 	co.ca_file = SRDMA_TEST_CERTS "/ca.pem";
 	co.rdma.psn_mode = mode;
 	co.seal = pair_seal;
+	co.rekey = pair_rekey;
 	assert_int_equal(pthread_create(&t, NULL, accept_thread, &a), 0);
 	rc = srdma_connect(&co, "localhost", cc, &err);
 	if (rc)

@@ -11,6 +11,8 @@
 /* The seal cipher both ends of the next listener and connection use
  * (enum srdma_seal_cipher; 0: none). */
 extern int pair_seal;
+/* Whether both ends opt in to rekeying (the rekey option). */
+extern int pair_rekey;
 
 /* A listener on a per-process port (server certificate, PSN mode). */
 struct srdma_listener *pair_listen(enum srdma_psn_mode mode);

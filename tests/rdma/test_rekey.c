@@ -3,7 +3,10 @@
  * both ways while the connection moves to fresh QPs, 20 times, started by
  * either side; none may be lost, duplicated or reordered, the QPNs must
  * change and the new QP must hold the new PSNs. Sealed and unsealed. Both
- * ends run in this one thread: each wait drives both connections.
+ * ends run in this one thread: each wait drives both connections. Also:
+ * back-to-back rekeys (an OFFER that comes while the old QP still
+ * retires), and that rekeying needs both sides to opt in, against a peer
+ * that sends REKEY anyway.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -17,6 +20,7 @@
 #include <cmocka.h>
 
 #include "pair.h"
+#include "srdma_internal.h"
 
 #define INBOX 32
 
@@ -26,6 +30,10 @@ struct end {
 	int n;
 	unsigned long sends_done;
 };
+
+/* back_to_back_rekeys(): each end offers the next rekey as soon as it is
+ * done with the last, until this epoch (0: never). */
+static uint32_t eager_until;
 
 /* Take what completed on e (receives into its inbox), serve its control
  * channel. */
@@ -49,6 +57,12 @@ static void drive(struct end *e)
 	}
 	if (srdma_conn_poll_ctrl(e->c, &err))
 		fail_msg("the connection ended: %s: %s", err.step, err.msg);
+	if (!srdma_conn_rekeying(e->c) && srdma_conn_info(e->c)->epoch < eager_until) {
+		int rc = srdma_conn_rekey(e->c, &err);
+
+		if (rc && rc != -EBUSY)
+			fail_msg("rekey: %s: %s", err.step, err.msg);
+	}
 }
 
 /* Until `to` has a receive (driving both ends), then take it: its bytes
@@ -205,12 +219,125 @@ static void both_offer_at_once(void **state)
 	srdma_listener_free(l);
 }
 
+/*
+ * Each side offers the next rekey the moment it has finished the last, so
+ * that the one done first offers while the other still retires its old QP
+ * (the OFFER waits, queued, for that). Checked with the queue removed
+ * (rekey.c, srdma_rekey_on_msg(): the RK_SWITCHED branch): the connection
+ * then ends with "an OFFER while a rekey is in progress".
+ */
+static void back_to_back_rekeys(void **state)
+{
+	struct srdma_listener *l;
+	struct end s = { 0 }, c = { 0 };
+	uint32_t k_c = 0, k_s = 0;
+	const uint32_t want = 12;
+
+	(void)state;
+	l = pair_listen(SRDMA_PSN_EXCHANGE);
+	pair_connect(l, SRDMA_PSN_EXCHANGE, &s.c, &c.c);
+	eager_until = want;
+	for (int m = 0; srdma_conn_info(c.c)->epoch < want || srdma_conn_rekeying(s.c) ||
+			srdma_conn_rekeying(c.c); m++) {
+		assert_true(m < 20000);
+		drive(&c);
+		drive(&s);
+		send_msg(&c, k_c, false);
+		send_msg(&s, k_s, false);
+		expect_msg(&s, &c, k_c++, false);
+		expect_msg(&c, &s, k_s++, false);
+	}
+	eager_until = 0;
+	assert_true(srdma_conn_info(c.c)->epoch >= want);
+	assert_int_equal(srdma_conn_info(s.c)->epoch, srdma_conn_info(c.c)->epoch);
+	assert_qp_holds_info(c.c);
+	assert_qp_holds_info(s.c);
+	print_message("back to back: %u rekeys, %u + %u messages in order\n",
+		      srdma_conn_info(c.c)->epoch, k_c, k_s);
+	srdma_conn_close(c.c, 0, NULL);
+	srdma_conn_close(s.c, 0, NULL);
+	srdma_listener_free(l);
+}
+
+/* A REKEY OFFER sent over c's control channel whatever its HELLO said: a
+ * peer that would move the other side's QP. */
+static void send_raw_offer(struct srdma_conn *c)
+{
+	struct srdma_msg m = { .type = SRDMA_MSG_REKEY };
+	struct srdma_err err;
+
+	m.u.rekey.phase = SRDMA_REKEY_OFFER;
+	m.u.rekey.qpn = srdma_conn_qp(c)->qp_num;
+	m.u.rekey.psn = 0x123456;
+	assert_int_equal(srdma_ctrl_send(c, &m, srdma_now_ms() + 2000, &err), 0);
+}
+
+/* s's answer to a raw OFFER: the poll_ctrl result once it has come. */
+static int offer_to(struct srdma_conn *s, struct srdma_conn *c, struct srdma_err *err)
+{
+	int rc = 0;
+
+	send_raw_offer(c);
+	for (int64_t t = srdma_now_ms() + 2000; !rc && srdma_now_ms() < t &&
+	     !srdma_conn_rekeying(s);)
+		rc = srdma_conn_poll_ctrl(s, err);
+	return rc;
+}
+
+/*
+ * Rekeying replaces the QP srdma_conn_qp() returns, so a program that did
+ * not opt in (one that keeps the QP pointer, as 0.4 allowed) must never be
+ * rekeyed: srdma_conn_rekey() is refused on both ends when either did not
+ * opt in, and a REKEY from a peer that sends one anyway ends the
+ * connection, its QP untouched. Control: the same OFFER to a server that
+ * opted in is taken (it starts to move to a new QP).
+ */
+static void rekeying_needs_both_to_opt_in(void **state)
+{
+	struct srdma_server_opts so;
+	struct srdma_listener *l;
+	struct srdma_conn *s, *c;
+	struct srdma_err err;
+	struct ibv_qp *qp;
+
+	(void)state;
+	pair_server_opts(&so, SRDMA_PSN_EXCHANGE);
+	so.rekey = 0;		/* the client (pair_rekey) opts in */
+	l = pair_listen_opts(&so);
+	pair_connect(l, SRDMA_PSN_EXCHANGE, &s, &c);
+	assert_int_equal(srdma_conn_rekey(c, &err), -EOPNOTSUPP);
+	assert_int_equal(srdma_conn_rekey(s, &err), -EOPNOTSUPP);
+	qp = srdma_conn_qp(s);
+	assert_int_equal(offer_to(s, c, &err), SRDMA_CLOSE_PROTOCOL);
+	assert_non_null(strstr(err.msg, "did not offer"));
+	assert_false(srdma_conn_rekeying(s));
+	assert_ptr_equal(srdma_conn_qp(s), qp);
+	print_message("a REKEY to a server that did not opt in: refused (%s)\n", err.msg);
+	srdma_conn_close(c, 0, NULL);
+	srdma_conn_close(s, 0, NULL);
+	srdma_listener_free(l);
+
+	/* Control: opted in, the same OFFER is taken. */
+	l = pair_listen(SRDMA_PSN_EXCHANGE);
+	pair_connect(l, SRDMA_PSN_EXCHANGE, &s, &c);
+	assert_int_equal(offer_to(s, c, &err), 0);
+	assert_true(srdma_conn_rekeying(s));
+	print_message("control: the same OFFER to a server that opted in is taken\n");
+	srdma_conn_close(c, 0, NULL);
+	srdma_conn_close(s, 0, NULL);
+	srdma_listener_free(l);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(rekeys_lose_nothing),
 		cmocka_unit_test(sealed_rekeys_lose_nothing),
 		cmocka_unit_test(both_offer_at_once),
+		cmocka_unit_test(back_to_back_rekeys),
+		cmocka_unit_test(rekeying_needs_both_to_opt_in),
 	};
+
+	pair_rekey = 1;
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

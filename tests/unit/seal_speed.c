@@ -49,7 +49,7 @@ int main(void)
 			t2 = now_s();
 			for (int i = 0; i < n; i++)
 				if (srdma_seal_msg(a, 1, msg, len, buf, sizeof(buf), &out) ||
-				    srdma_seal_open(b, buf, out, &kind, &m, &mlen))
+				    srdma_seal_open(b, buf, out, out, &kind, &m, &mlen))
 					return 1;
 			printf("%-18s %6zu B: seal %9.3f us, seal + open %9.3f us, seal %7.1f MB/s\n",
 			       srdma_seal_name(cipher), len, (t1 - t0) / n * 1e6,

@@ -4,6 +4,7 @@
  * order, opens.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -51,7 +52,7 @@ static void open_ok(struct srdma_seal *s, uint8_t *buf, size_t len, uint16_t wan
 	void *msg = NULL;
 	size_t mlen = 0;
 
-	assert_int_equal(srdma_seal_open(s, buf, len, &kind, &msg, &mlen), 0);
+	assert_int_equal(srdma_seal_open(s, buf, len, len, &kind, &msg, &mlen), 0);
 	assert_int_equal(kind, want_kind);
 	assert_int_equal(mlen, strlen(want));
 	assert_ptr_equal(msg, buf + SRDMA_SEAL_HDR_LEN);
@@ -65,12 +66,12 @@ static void open_refused(struct srdma_seal *s, uint8_t *buf, size_t len, const c
 	void *msg;
 	size_t mlen;
 
-	assert_int_equal(srdma_seal_open(s, buf, len, &kind, &msg, &mlen), -EBADMSG);
+	assert_int_equal(srdma_seal_open(s, buf, len, len, &kind, &msg, &mlen), -EBADMSG);
 	assert_non_null(srdma_seal_broken(s));
 	if (why && !strstr(srdma_seal_broken(s), why))
 		fail_msg("refused for '%s', expected '%s'", srdma_seal_broken(s), why);
 	/* Broken for good: even a good message is refused now. */
-	assert_int_equal(srdma_seal_open(s, buf, len, &kind, &msg, &mlen), -ENOTCONN);
+	assert_int_equal(srdma_seal_open(s, buf, len, len, &kind, &msg, &mlen), -ENOTCONN);
 }
 
 /* Both directions, both ciphers, empty to large, apart and in place. */
@@ -104,7 +105,7 @@ static void round_trips(void **state)
 		uint16_t kind;
 		void *msg;
 		size_t mlen;
-		assert_int_equal(srdma_seal_open(e.client, big, len, &kind, &msg, &mlen), 0);
+		assert_int_equal(srdma_seal_open(e.client, big, len, len, &kind, &msg, &mlen), 0);
 		assert_int_equal(mlen, 65536);
 		for (size_t i = 0; i < 65536; i++)
 			assert_int_equal(((uint8_t *)msg)[i], (uint8_t)(i * 7));
@@ -311,6 +312,141 @@ static void rekey_keeps_order_across_epochs(void **state)
 	ends_free(&e);
 }
 
+/* A length beyond the buffer (a WRITE's length is the peer's word) is
+ * refused before a byte past it is read. Control: the same message with
+ * its buffer's true size opens. */
+static void length_beyond_the_buffer_is_refused(void **state)
+{
+	uint8_t buf[64], kept[64];
+	uint16_t kind;
+	void *msg;
+	size_t len, mlen;
+	struct ends e;
+
+	(void)state;
+	ends_make(&e, SRDMA_SEAL_AES_256_GCM, 0);
+	seal_ok(e.client, 1, "twenty bytes of text", buf, sizeof(buf), &len);
+	memcpy(kept, buf, len);
+	assert_int_equal(srdma_seal_open(e.server, buf, len, len - 1, &kind, &msg, &mlen),
+			 -EBADMSG);
+	assert_non_null(strstr(srdma_seal_broken(e.server), "in a buffer of"));
+	ends_free(&e);
+	ends_make(&e, SRDMA_SEAL_AES_256_GCM, 0);
+	seal_ok(e.client, 1, "twenty bytes of text", buf, sizeof(buf), &len);
+	assert_memory_equal(buf, kept, len);	/* the very same bytes */
+	open_ok(e.server, buf, len, 1, "twenty bytes of text");
+	ends_free(&e);
+}
+
+/*
+ * One thread seals while another moves its key on (a rekey's switch runs
+ * in the thread that polls the control channel): every message must carry
+ * the epoch of the key it was sealed under and a number never used before
+ * under that key, so that each opens, in order, under its epoch's key. A
+ * seal that saw half a new key would repeat a nonce (under GCM that gives
+ * away the authentication key) or not open.
+ */
+#define RACE_MSGS 20000
+#define RACE_REKEYS 400
+#define RACE_LEN 48
+
+struct race {
+	struct srdma_seal *s;
+	uint8_t (*out)[RACE_LEN + SRDMA_SEAL_OVERHEAD];
+	int sealed;
+	int rekeys;		/* done by the other thread */
+	int done;
+};
+
+static void epoch_key(uint32_t epoch, uint8_t key[SRDMA_SEAL_KEY_LEN])
+{
+	memcpy(key, key_c2s, SRDMA_SEAL_KEY_LEN);
+	key[0] = (uint8_t)epoch;
+	key[1] = (uint8_t)(epoch >> 8);
+}
+
+static void *race_sealer(void *p)
+{
+	struct race *r = p;
+	uint8_t text[RACE_LEN];
+	size_t len;
+
+	for (int i = 0; i < RACE_MSGS; i++) {
+		/* Never more than two rekeys' worth ahead of the other
+		 * thread (which may not get a core at once), so that the
+		 * two keep overlapping. */
+		while (i > 40 * (__atomic_load_n(&r->rekeys, __ATOMIC_ACQUIRE) + 2) &&
+		       __atomic_load_n(&r->rekeys, __ATOMIC_ACQUIRE) < RACE_REKEYS)
+			;
+		memset(text, i & 0xff, sizeof(text));
+		if (srdma_seal_msg(r->s, 1, text, sizeof(text), r->out[i], sizeof(r->out[i]), &len))
+			break;
+		__atomic_store_n(&r->sealed, i + 1, __ATOMIC_RELEASE);
+	}
+	__atomic_store_n(&r->done, 1, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+static void sealing_during_a_key_switch(void **state)
+{
+	struct race r = { 0 };
+	uint8_t key[SRDMA_SEAL_KEY_LEN];
+	pthread_t t;
+	uint32_t epoch = 0;
+	int opened = 0;
+
+	(void)state;
+	r.out = calloc(RACE_MSGS, sizeof(*r.out));
+	assert_non_null(r.out);
+	epoch_key(0, key);
+	assert_int_equal(srdma_seal_new(&r.s, SRDMA_SEAL_AES_256_GCM, false, 0, key, key_s2c), 0);
+	assert_int_equal(pthread_create(&t, NULL, race_sealer, &r), 0);
+	while (!__atomic_load_n(&r.done, __ATOMIC_ACQUIRE) && epoch < RACE_REKEYS) {
+		/* A new key every 40 messages (the sealer may be up to 80
+		 * ahead: never waiting on each other). */
+		while (__atomic_load_n(&r.sealed, __ATOMIC_ACQUIRE) < 40 * ((int)epoch + 1) &&
+		       !__atomic_load_n(&r.done, __ATOMIC_ACQUIRE))
+			;
+		epoch_key(++epoch, key);
+		assert_int_equal(srdma_seal_rekey_tx(r.s, epoch, key), 0);
+		__atomic_store_n(&r.rekeys, (int)epoch, __ATOMIC_RELEASE);
+	}
+	pthread_join(t, NULL);
+	assert_int_equal(r.sealed, RACE_MSGS);
+	assert_int_equal(epoch, RACE_REKEYS);
+
+	/* Open them all, in the order sealed, each under its epoch's key. */
+	struct srdma_seal *rx = NULL;
+	uint32_t rx_epoch = UINT32_MAX;
+
+	for (int i = 0; i < RACE_MSGS; i++) {
+		uint32_t e = (uint32_t)r.out[i][4] << 24 | (uint32_t)r.out[i][5] << 16 |
+			     (uint32_t)r.out[i][6] << 8 | r.out[i][7];
+		uint16_t kind;
+		void *msg;
+		size_t mlen;
+
+		if (e != rx_epoch) {
+			assert_true(rx_epoch == UINT32_MAX || e > rx_epoch);
+			srdma_seal_free(rx);
+			epoch_key(e, key);
+			assert_int_equal(srdma_seal_new(&rx, SRDMA_SEAL_AES_256_GCM, true, e,
+							key_s2c, key), 0);
+			rx_epoch = e;
+		}
+		if (srdma_seal_open(rx, r.out[i], sizeof(r.out[i]), sizeof(r.out[i]), &kind, &msg,
+				    &mlen))
+			fail_msg("message %d (epoch %u) does not open: %s", i, e,
+				 srdma_seal_broken(rx));
+		assert_int_equal(((uint8_t *)msg)[0], i & 0xff);
+		opened++;
+	}
+	assert_int_equal(opened, RACE_MSGS);
+	srdma_seal_free(rx);
+	srdma_seal_free(r.s);
+	free(r.out);
+}
+
 static void bad_arguments(void **state)
 {
 	struct ends e;
@@ -347,6 +483,8 @@ int main(void)
 		cmocka_unit_test(reflection_epoch_and_cipher),
 		cmocka_unit_test(format_as_documented),
 		cmocka_unit_test(rekey_keeps_order_across_epochs),
+		cmocka_unit_test(length_beyond_the_buffer_is_refused),
+		cmocka_unit_test(sealing_during_a_key_switch),
 		cmocka_unit_test(bad_arguments),
 	};
 

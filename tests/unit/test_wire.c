@@ -715,18 +715,20 @@ static void wbuf_puts_past_cap_leave_buffer(void **state)
 	assert_int_equal(buf[7], SENTINEL);	/* past cap: never touched */
 }
 
-/* REKEY: OFFER and ANSWER name a QP, SWITCH nothing; anything else is out
+/* REKEY: OFFER and ANSWER name a QP, SWITCH and DONE nothing; anything else is out
  * of range, on both the encode and the decode side. */
 static void rekey_round_trip_and_ranges(void **state)
 {
 	static const struct srdma_rekey_msg good[] = {
 		{ SRDMA_REKEY_OFFER, 2, 0 }, { SRDMA_REKEY_OFFER, 0xffffff, 0xffffff },
 		{ SRDMA_REKEY_ANSWER, 0x1234, 0xabcdef }, { SRDMA_REKEY_SWITCH, 0, 0 },
+		{ SRDMA_REKEY_DONE, 0, 0 },
 	};
 	static const struct srdma_rekey_msg bad[] = {
-		{ 0, 2, 0 }, { 4, 2, 0 }, { SRDMA_REKEY_OFFER, 1, 0 },
+		{ 0, 2, 0 }, { 5, 2, 0 }, { SRDMA_REKEY_OFFER, 1, 0 },
 		{ SRDMA_REKEY_OFFER, 0x1000000, 0 }, { SRDMA_REKEY_ANSWER, 2, 0x1000000 },
 		{ SRDMA_REKEY_SWITCH, 2, 0 }, { SRDMA_REKEY_SWITCH, 0, 1 },
+		{ SRDMA_REKEY_DONE, 0, 1 },
 	};
 	uint8_t buf[SRDMA_WIRE_MAX_MSG];
 	struct srdma_msg m, out;
@@ -872,8 +874,8 @@ static size_t fuzz_structured_body(uint16_t type, uint8_t *body, size_t cap)
 		assert_int_equal(srdma_wbuf_put_u32(&w, edgy_u32()), 0);
 		break;
 	case SRDMA_MSG_REKEY:
-		/* Phases 0..4 (1..3 valid); SWITCH must carry zeros. */
-		assert_int_equal(srdma_wbuf_put_u8(&w, (uint8_t)rnd_below(5)), 0);
+		/* Phases 0..5 (1..4 valid); SWITCH and DONE must carry zeros. */
+		assert_int_equal(srdma_wbuf_put_u8(&w, (uint8_t)rnd_below(6)), 0);
 		assert_int_equal(srdma_wbuf_put_u32(&w, rnd_below(4) ? edgy_u32() : 0), 0);
 		assert_int_equal(srdma_wbuf_put_u32(&w, rnd_below(4) ? edgy_u32() : 0), 0);
 		break;
