@@ -100,6 +100,9 @@ extern "C" {
 #define SRDMA_DEFAULT_SILENT_MS 1000
 /* QPs a listener keeps prepared (see srdma_server_opts.prepared). */
 #define SRDMA_DEFAULT_PREPARED 4
+/* Bits of QPN spread (srdma_server_opts.qpn_spread): the default, the most. */
+#define SRDMA_DEFAULT_QPN_SPREAD 4
+#define SRDMA_MAX_QPN_SPREAD 12
 /* A connected peer that says nothing for this long, a liveness probe
  * unanswered, is declared dead (see srdma_conn_poll_ctrl()). */
 #define SRDMA_DEFAULT_PEER_TIMEOUT_MS 180000
@@ -261,6 +264,18 @@ struct srdma_server_opts {
 				 * srdma_conn_qp() for each post ("Rekeying"
 				 * below). 0: the QP lives as long as the
 				 * connection; the peer's REKEY is refused */
+	int qpn_spread;		/* with prepared QPs: 0: SRDMA_DEFAULT_QPN_SPREAD
+				 * bits; -1: none; up to SRDMA_MAX_QPN_SPREAD.
+				 * Before each QP it prepares, the pool's
+				 * thread makes and destroys a random number
+				 * (below 2^bits) of throwaway QPs (about
+				 * 2^(bits-1) per connection, at the lowest
+				 * priority; each a firmware command on
+				 * hardware), and setups
+				 * take prepared QPs in random order, so that
+				 * on devices that number QPs in sequence
+				 * (rxe) a connection's QPN cannot be told
+				 * from the one before (docs/SECURITY.md) */
 };
 
 struct srdma_client_opts {

@@ -121,6 +121,11 @@ int srdma_acceptor_init(struct srdma_listener *l, const struct srdma_server_opts
 			      o->prepared);
 		return -EINVAL;
 	}
+	if (o->qpn_spread < -1 || o->qpn_spread > SRDMA_MAX_QPN_SPREAD) {
+		srdma_set_err(err, -EINVAL, "options", "qpn_spread %d out of range (-1..%d)",
+			      o->qpn_spread, SRDMA_MAX_QPN_SPREAD);
+		return -EINVAL;
+	}
 	if (l->stall_ms < 0 || l->stall_ms > 3600000) {
 		srdma_set_err(err, -EINVAL, "options", "stall_ms %d out of range (1..3600000)",
 			      o->stall_ms);

@@ -9,9 +9,21 @@
  * connections that never get that far (a silent flood) do not drain it.
  * Everything in a set is private to the connection that takes it, as one
  * made on demand would be: nothing is shared between clients.
+ *
+ * QPN spread: devices that number QPs in sequence (rxe counts up, and
+ * wraps) let an observer of one connection name the next one's QPN, and
+ * leave the PSN the only secret an off-path injector lacks. Before each
+ * set, the thread makes and destroys a random number of throwaway QPs
+ * (below 2^spread_bits, one alive at a time, on a PD and CQ of its own),
+ * so that the counter skips that many; setups take sets in random order.
+ * The cost is the thread's, off every setup's path.
  */
 #include <errno.h>
 #include <stdlib.h>
+#include <unistd.h>
+#include <sys/random.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <string.h>	/* strerror */
 #include <time.h>
 
@@ -60,11 +72,61 @@ static struct srdma_conn *prepare(struct srdma_listener *l)
 	return c;
 }
 
+/* A uniform number below n (n > 0; 0 when getrandom fails). */
+static unsigned int random_below(unsigned int n)
+{
+	uint32_t v, limit = UINT32_MAX - UINT32_MAX % n;
+
+	do {
+		if (getrandom(&v, sizeof(v), 0) != sizeof(v))
+			return 0;
+	} while (v >= limit);
+	return v % n;
+}
+
+struct burner {
+	struct ibv_pd *pd;
+	struct ibv_cq *cq;
+};
+
+/* Skip a random number of QPNs: make and destroy that many QPs. */
+static void spread(struct srdma_listener *l, struct burner *b)
+{
+	struct srdma_pool *p = &l->pool;
+	struct ibv_qp_init_attr a = {
+		.qp_type = IBV_QPT_RC,
+		.cap = { .max_send_wr = 1, .max_recv_wr = 1, .max_send_sge = 1,
+			 .max_recv_sge = 1 },
+	};
+	unsigned int n;
+
+	if (!p->spread_bits)
+		return;
+	if (!b->pd && !(b->pd = ibv_alloc_pd(l->dev.ctx)))
+		return;
+	if (!b->cq && !(b->cq = ibv_create_cq(l->dev.ctx, 1, NULL, NULL, 0)))
+		return;
+	a.send_cq = a.recv_cq = b->cq;
+	n = random_below(1u << p->spread_bits);
+	for (unsigned int i = 0; i < n; i++) {
+		struct ibv_qp *qp = ibv_create_qp(b->pd, &a);
+
+		if (!qp)
+			return;
+		ibv_destroy_qp(qp);
+		p->burnt++;
+	}
+}
+
 static void *pool_thread(void *arg)
 {
 	struct srdma_listener *l = arg;
 	struct srdma_pool *p = &l->pool;
+	struct burner b = { 0 };
 
+	/* Background work: the lowest priority, so that on a busy machine
+	 * the setups it serves come first (they make their own meanwhile). */
+	setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19);
 	pthread_mutex_lock(&p->lock);
 	while (!p->stop) {
 		struct srdma_conn *c;
@@ -75,6 +137,7 @@ static void *pool_thread(void *arg)
 			continue;
 		}
 		pthread_mutex_unlock(&p->lock);
+		spread(l, &b);
 		c = prepare(l);
 		pthread_mutex_lock(&p->lock);
 		if (c) {
@@ -92,6 +155,10 @@ static void *pool_thread(void *arg)
 			pthread_cond_timedwait(&p->cond, &p->lock, &until);
 	}
 	pthread_mutex_unlock(&p->lock);
+	if (b.cq)
+		ibv_destroy_cq(b.cq);
+	if (b.pd)
+		ibv_dealloc_pd(b.pd);
 	return NULL;
 }
 
@@ -133,7 +200,11 @@ bool srdma_pool_take(struct srdma_listener *l, struct srdma_conn *c)
 		return false;
 	pthread_mutex_lock(&p->lock);
 	if (p->have) {
-		set = p->set[--p->have];
+		/* Any one of them (QPN spread): the last moves into its place. */
+		unsigned int i = p->spread_bits ? random_below(p->have) : p->have - 1;
+
+		set = p->set[i];
+		p->set[i] = p->set[--p->have];
 		p->taken++;
 		pthread_cond_signal(&p->cond);
 	}

@@ -185,9 +185,12 @@ int srdma_listen(const struct srdma_server_opts *opts, struct srdma_listener **o
 		rc = bound_port(l, err);
 	if (!rc)
 		rc = srdma_acceptor_init(l, o, err);
-	if (!rc && o->prepared >= 0)
+	if (!rc && o->prepared >= 0) {
+		l->pool.spread_bits = o->qpn_spread < 0 ? 0 : o->qpn_spread ? (unsigned int)o->qpn_spread
+									  : SRDMA_DEFAULT_QPN_SPREAD;
 		rc = srdma_pool_start(l, o->prepared ? (unsigned int)o->prepared
 						     : SRDMA_DEFAULT_PREPARED, err);
+	}
 	if (rc)
 		goto fail;
 	*out = l;

@@ -454,6 +454,8 @@ struct srdma_pool {
 	struct srdma_conn **set;	/* verbs made, nothing else */
 	unsigned int len, have;
 	unsigned long long taken;
+	unsigned int spread_bits;	/* QPN spread (pool.c); 0: none */
+	unsigned long long burnt;	/* throwaway QPs made so far */
 };
 
 struct srdma_listener {
@@ -492,7 +494,8 @@ struct srdma_listener {
 	struct srdma_pool pool;
 };
 
-/* Start the thread that keeps n QPs prepared (0: none). */
+/* Start the thread that keeps n QPs prepared (0: none), each after a
+ * random skip of QPNs below 2^spread_bits (0: none). */
 int srdma_pool_start(struct srdma_listener *l, unsigned int n, struct srdma_err *err);
 /* Give c (which has no verbs resources) a prepared set: false if none. */
 bool srdma_pool_take(struct srdma_listener *l, struct srdma_conn *c);

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <math.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -54,6 +55,7 @@ struct crun {
 	atomic_ulong failed, resumed;
 	struct srdma_setup_times *times;	/* per connection */
 	double *total_us;			/* client's wall time per setup */
+	uint32_t *qpn;				/* the server's QPN per setup */
 	bool keep;				/* scale: keep them open */
 	struct srdma_conn **conns;
 	char first_err[320];
@@ -82,6 +84,7 @@ static void *connect_worker(void *arg)
 		}
 		r->total_us[i] = now_us() - t0;
 		r->times[i] = srdma_conn_info(c)->times;
+		r->qpn[i] = srdma_conn_info(c)->remote_qpn;
 		if (srdma_conn_info(c)->tls_resumed)
 			atomic_fetch_add(&r->resumed, 1);
 		if (r->keep)
@@ -105,8 +108,9 @@ static int crun_init(struct crun *r, const struct opts *o, bool resume, bool kee
 	pthread_mutex_init(&r->lock, NULL);
 	r->times = calloc(r->n, sizeof(*r->times));
 	r->total_us = calloc(r->n, sizeof(*r->total_us));
+	r->qpn = calloc(r->n, sizeof(*r->qpn));
 	r->conns = keep ? calloc(r->n, sizeof(*r->conns)) : NULL;
-	if (!r->times || !r->total_us || (keep && !r->conns))
+	if (!r->times || !r->total_us || !r->qpn || (keep && !r->conns))
 		die_oom();
 	return 0;
 }
@@ -119,6 +123,7 @@ static void crun_free(struct crun *r)
 	srdma_client_free(r->cl);
 	free(r->times);
 	free(r->total_us);
+	free(r->qpn);
 	free(r->conns);
 	pthread_mutex_destroy(&r->lock);
 }
@@ -141,6 +146,44 @@ static double run_connects(struct crun *r, unsigned long p)
 		pthread_join(th[i], NULL);
 	free(th);
 	return (now_us() - t0) / 1e6;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * What an observer of consecutive connections learns of the next one's
+ * server QPN from the last: the steps between them (mod 2^24), and their
+ * min-entropy, -log2 of the most frequent step's share (the best guess's
+ * odds). n steps cannot show more than log2(n) bits. Sequential rows only.
+ */
+static void qpn_steps(const struct crun *r, unsigned long *steps, unsigned long *distinct,
+		      double *bits)
+{
+	uint32_t *d = calloc(r->n ? r->n : 1, sizeof(*d));
+	unsigned long n = 0, best = 0, run = 0;
+
+	if (!d)
+		die_oom();
+	for (unsigned long i = 1; i < r->n; i++)
+		if (r->total_us[i] >= 0 && r->total_us[i - 1] >= 0)
+			d[n++] = (r->qpn[i] - r->qpn[i - 1]) & 0xffffff;
+	qsort(d, n, sizeof(*d), cmp_u32);
+	*distinct = 0;
+	for (unsigned long i = 0; i < n; i++) {
+		run = i && d[i] == d[i - 1] ? run + 1 : 1;
+		if (run == 1)
+			(*distinct)++;
+		if (run > best)
+			best = run;
+	}
+	*steps = n;
+	*bits = n ? log2((double)n / (double)best) : 0;
+	free(d);
 }
 
 /* p50 and p99 of one phase over the successful connections. */
@@ -173,9 +216,9 @@ static const struct {
 
 static int connect_row(const struct opts *o, bool resume, unsigned long p)
 {
-	double secs, p50[NPHASES], p99[NPHASES], *buf;
+	double secs, p50[NPHASES], p99[NPHASES], *buf, bits;
 	struct crun r;
-	unsigned long ok;
+	unsigned long ok, steps, distinct;
 	int rc = 0;
 
 	if (crun_init(&r, o, resume, false))
@@ -195,6 +238,7 @@ static int connect_row(const struct opts *o, bool resume, unsigned long p)
 	ok = r.n - atomic_load(&r.failed);
 	for (size_t k = 0; k < NPHASES; k++)
 		phase_pct(&r, phases[k].off, buf, &p50[k], &p99[k]);
+	qpn_steps(&r, &steps, &distinct, &bits);
 	if (o->json) {
 		printf("{\"mode\":\"connect\",\"resume\":%s,\"parallel\":%lu,\"connections\":%lu,"
 		       "\"failed\":%lu,\"resumed\":%lu,\"seconds\":%.3f,\"per_s\":%.2f",
@@ -203,6 +247,9 @@ static int connect_row(const struct opts *o, bool resume, unsigned long p)
 		for (size_t k = 0; k < NPHASES; k++)
 			printf(",\"%s_p50_us\":%.0f,\"%s_p99_us\":%.0f", phases[k].name, p50[k],
 			       phases[k].name, p99[k]);
+		if (p == 1)
+			printf(",\"qpn_steps\":%lu,\"qpn_steps_distinct\":%lu,"
+			       "\"qpn_step_min_entropy_bits\":%.2f", steps, distinct, bits);
 		printf("}\n");
 	} else {
 		printf("%-7s %3lu %6lu %6lu %7lu %9.1f", resume ? "resumed" : "full", p, r.n,
@@ -210,6 +257,10 @@ static int connect_row(const struct opts *o, bool resume, unsigned long p)
 		for (size_t k = 0; k < NPHASES; k++)
 			printf(" %6.0f/%-6.0f", p50[k], p99[k]);
 		printf("\n");
+		if (p == 1 && steps)
+			printf("        the server's QPN from one connection to the next: %lu steps, "
+			       "%lu distinct, min-entropy %.1f bits (at most %.1f can show)\n",
+			       steps, distinct, bits, log2((double)steps));
 	}
 	fflush(stdout);
 	if (r.first_err[0]) {

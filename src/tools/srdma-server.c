@@ -178,6 +178,11 @@ static void usage(FILE *f)
 "      --prepared N       QPs with their buffers made ahead of need by a\n"
 "                         background thread, so that setups do not wait for\n"
 "                         them, 0..1024 (default 4; 0: none)\n"
+"      --qpn-spread BITS  before each prepared QP, skip a random number of\n"
+"                         QPNs below 2^BITS, and hand prepared QPs out in\n"
+"                         random order, so that the next client's QPN\n"
+"                         cannot be told from this one's on devices that\n"
+"                         count QPNs up (rxe), 0..12 (default 4; 0: off)\n"
 "      --srq N            shared mode, for many mostly idle clients: one\n"
 "                         receive pool of N slots (a shared receive queue,\n"
 "                         16..65536) for every client instead of 16 receive\n"
@@ -992,6 +997,7 @@ static int parse_args(int argc, char **argv, struct srdma_server_opts *o)
 		{ "rekey-interval", required_argument, NULL, 1004 },
 		{ "alarm-threshold", required_argument, NULL, 1005 },
 		{ "on-alarm", required_argument, NULL, 1006 },
+		{ "qpn-spread", required_argument, NULL, 1007 },
 		{ "dev", required_argument, NULL, 'd' },
 		{ "ib-port", required_argument, NULL, 'i' },
 		{ "gid-index", required_argument, NULL, 'g' },
@@ -1040,6 +1046,11 @@ static int parse_args(int argc, char **argv, struct srdma_server_opts *o)
 			if (!parse_ulong(prog, "--stall-ms", optarg, 0, 600000, &v))
 				return 2;
 			o->stall_ms = (int)v;
+			break;
+		case 1007:
+			if (!parse_ulong(prog, "--qpn-spread", optarg, 0, SRDMA_MAX_QPN_SPREAD, &v))
+				return 2;
+			o->qpn_spread = v ? (int)v : -1;
 			break;
 		case 1003:
 			if (!parse_ulong(prog, "--srq", optarg, SRDMA_SRQ_MIN, SRDMA_SRQ_MAX, &v))

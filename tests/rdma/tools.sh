@@ -515,6 +515,25 @@ valgrind|valgrind-shared)
 		{ grep -q 'definitely lost: 0 bytes' "$tmp/vg.log" && grep -q 'possibly lost: 0 bytes' "$tmp/vg.log"; } ||
 		fail "valgrind: leaks"
 	;;
+qpn)
+	# Unpredictable QPNs: with the prepared QPs' spread (the default), the
+	# server's QPN steps from one connection to the next by amounts an
+	# observer cannot tell in advance. Control: --qpn-spread 0, where rxe
+	# counts up and the step is (nearly) always the same.
+	qpn_steps() { # SERVER_ARGS...: distinct steps over 60 sequential connections
+		start_server "$@"
+		"$bin/srdma-bench" connect --dev "$dev" --port "$port" --ca "$certs/ca.pem" -n 60 \
+			--json localhost >"$tmp/connect.json" 2>&1 || fail "srdma-bench connect: $(cat "$tmp/connect.json")"
+		stop_server
+		grep '"resume":false' "$tmp/connect.json" | sed -n 's/.*"qpn_steps_distinct":\([0-9]*\).*/\1/p'
+	}
+	spread=$(qpn_steps)
+	none=$(qpn_steps --qpn-spread 0)
+	echo "distinct QPN steps over 59: $spread with the default spread, $none with --qpn-spread 0"
+	[ -n "$spread" ] && [ -n "$none" ] || fail "no qpn_steps_distinct in srdma-bench's output"
+	[ "$none" -le 3 ] || fail "control: without the spread, $none distinct steps (rxe should count up)"
+	[ "$spread" -ge 25 ] || fail "with the spread, only $spread distinct steps of 59"
+	;;
 escapes)
 	# Bytes a peer sends reach logs and terminals escaped, on both sides:
 	# a client's escape sequences (a title change, a screen clear) in the
